@@ -1,0 +1,3 @@
+//! `nodemesh`: the node agent and the operator CLI.
+
+fn main() {}

@@ -1,0 +1,239 @@
+//! `sockops`: per-connection bookkeeping at TCP state changes.
+//!
+//! - `TCP_CONNECT_CB` (the client picked its source port, before the SYN):
+//!   hand a redirected connection's original destination to the agent under
+//!   the 4-tuple, and bind the socket to its flow.
+//! - `ACTIVE_/PASSIVE_ESTABLISHED_CB`: count the connection, and put the
+//!   socket in the sockhash for same-node acceleration.
+//! - `STATE_CB` into `TCP_CLOSE`: add the stack's byte, segment, retransmit
+//!   and RTT counters to the flow, and forget the socket.
+//!
+//! Callback numbers and the `STATE_CB` opt-in flag:
+//! <https://elixir.bootlin.com/linux/v6.1/source/include/uapi/linux/bpf.h#L6370>.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_ANY, BPF_NOEXIST, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock_ops,
+    },
+    helpers::bpf_get_socket_cookie,
+    macros::sock_ops,
+    programs::SockOpsContext,
+};
+use nodemesh_common::{
+    config::{FEATURE_METRICS, FEATURE_SOCKMAP},
+    flow::{DIR_INBOUND, FlowKey, SockFlow},
+    net::Addr,
+    sock::{ORIG_REDIRECTED, SOCK_UNDECIDED, SockKey, SockState},
+    stats::{MAP_UPDATE_ERRORS, SOCKMAP_INSERT_ERRORS, SOCKMAP_INSERTED},
+};
+
+use crate::{
+    flows,
+    maps::{self, COOKIE_FLOWS, ENDPOINTS, ORIG_BY_COOKIE, ORIG_BY_TUPLE, SOCK_FLOWS, SOCK_HASH, SOCK_STATE},
+    stats,
+};
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
+// TCP states, from include/net/tcp_states.h:
+// <https://elixir.bootlin.com/linux/v6.1/source/include/net/tcp_states.h#L12>.
+const TCP_SYN_SENT: u32 = 2;
+const TCP_SYN_RECV: u32 = 3;
+const TCP_FIN_WAIT2: u32 = 5;
+const TCP_CLOSE: u32 = 7;
+const TCP_LAST_ACK: u32 = 9;
+const TCP_CLOSING: u32 = 11;
+
+#[sock_ops]
+pub fn track_socket(ctx: SockOpsContext) -> u32 {
+    let _ = try_sockops(&ctx);
+    // The return value of sockops is only read by callbacks that ask for a
+    // reply (none here): 1 is the conventional "ok".
+    1
+}
+
+fn try_sockops(ctx: &SockOpsContext) -> Result<(), i64> {
+    let family = ctx.family();
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    let cfg = maps::config();
+    match ctx.op() {
+        BPF_SOCK_OPS_TCP_CONNECT_CB => on_connect(ctx, &cfg),
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => on_established(ctx, &cfg, false),
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => on_established(ctx, &cfg, true),
+        BPF_SOCK_OPS_STATE_CB => on_state(ctx),
+        _ => Ok(()),
+    }
+}
+
+/// The connection as seen from this socket.
+#[inline(always)]
+fn sock_key(ctx: &SockOpsContext) -> SockKey {
+    let (local_addr, remote_addr) = if ctx.family() == AF_INET {
+        (Addr::from_v4_be(ctx.local_ip4()), Addr::from_v4_be(ctx.remote_ip4()))
+    } else {
+        (Addr { words: ctx.local_ip6() }, Addr { words: ctx.remote_ip6() })
+    };
+    SockKey {
+        local_addr,
+        remote_addr,
+        local_port: ctx.local_port(),
+        remote_port: remote_port(ctx.remote_port()),
+    }
+}
+
+/// `remote_port` is in network byte order; on little-endian kernels it sits
+/// in the upper 16 bits of the field:
+/// <https://elixir.bootlin.com/linux/v6.1/source/net/core/filter.c#L10144>.
+#[inline(always)]
+pub fn remote_port(raw: u32) -> u32 {
+    let be = if raw > 0xffff { raw >> 16 } else { raw };
+    u32::from(u16::from_be(be as u16))
+}
+
+#[inline(always)]
+fn cookie(ctx: &SockOpsContext) -> u64 {
+    // SAFETY: the context is a socket-carrying program context.
+    unsafe { bpf_get_socket_cookie(ctx.ops.cast()) }
+}
+
+#[inline(always)]
+fn want_state_cb(ctx: &SockOpsContext) {
+    let flags = ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG;
+    let _ = ctx.set_cb_flags(flags as i32);
+}
+
+fn on_connect(ctx: &SockOpsContext, cfg: &nodemesh_common::config::DatapathConfig) -> Result<(), i64> {
+    let key = sock_key(ctx);
+    let cookie = cookie(ctx);
+    // SAFETY: the value is copied out at once.
+    if let Some(orig) = unsafe { ORIG_BY_COOKIE.get(&cookie) }.copied()
+        && orig.flags & ORIG_REDIRECTED != 0
+        && ORIG_BY_TUPLE.insert(&key, &orig, BPF_ANY as u64).is_err()
+    {
+        stats::inc(MAP_UPDATE_ERRORS);
+    }
+    if cfg.features & FEATURE_METRICS != 0 {
+        // SAFETY: the value is copied out at once.
+        if let Some(flow) = unsafe { COOKIE_FLOWS.get(&cookie) }.copied() {
+            let _ = COOKIE_FLOWS.remove(&cookie);
+            let sf = SockFlow { flow, _pad: 0 };
+            if SOCK_FLOWS.insert(&key, &sf, BPF_ANY as u64).is_err() {
+                stats::inc(MAP_UPDATE_ERRORS);
+            }
+        }
+    }
+    // Needed to see SYN_SENT -> CLOSE (refused) and the final close.
+    want_state_cb(ctx);
+    Ok(())
+}
+
+fn on_established(
+    ctx: &SockOpsContext,
+    cfg: &nodemesh_common::config::DatapathConfig,
+    passive: bool,
+) -> Result<(), i64> {
+    let key = sock_key(ctx);
+    if cfg.features & FEATURE_METRICS != 0 {
+        if passive {
+            // SAFETY: values are copied out at once.
+            let src = unsafe { ENDPOINTS.get(&key.remote_addr) }.map(|e| e.identity).unwrap_or(0);
+            // SAFETY: as above.
+            let dst = unsafe { ENDPOINTS.get(&key.local_addr) }.map(|e| e.identity).unwrap_or(0);
+            let flow = FlowKey {
+                src_identity: src,
+                dst_identity: dst,
+                dst_port: key.local_port as u16,
+                direction: DIR_INBOUND,
+                _pad: 0,
+            };
+            let sf = SockFlow { flow, _pad: 0 };
+            if SOCK_FLOWS.insert(&key, &sf, BPF_ANY as u64).is_err() {
+                stats::inc(MAP_UPDATE_ERRORS);
+            }
+        }
+        // SAFETY: the value is copied out at once.
+        if let Some(sf) = unsafe { SOCK_FLOWS.get(&key) }.copied()
+            && let Some(c) = flows::counters(&sf.flow)
+        {
+            c.opened += 1;
+        }
+        want_state_cb(ctx);
+    }
+    if cfg.features & FEATURE_SOCKMAP != 0 && !key.local_addr.is_loopback() && !key.remote_addr.is_loopback() {
+        accelerate(ctx, key);
+        want_state_cb(ctx);
+    }
+    Ok(())
+}
+
+/// Adds the socket to the sockhash; `sk_msg` then decides at its first send
+/// whether its peer is local too.
+#[inline(always)]
+fn accelerate(ctx: &SockOpsContext, mut key: SockKey) {
+    // SAFETY: the context pointer is valid for the program's run.
+    let ops: &mut bpf_sock_ops = unsafe { &mut *ctx.ops };
+    if SOCK_HASH.update(&mut key, ops, BPF_ANY as u64).is_err() {
+        stats::inc(SOCKMAP_INSERT_ERRORS);
+        return;
+    }
+    let state = SockState {
+        mode: SOCK_UNDECIDED,
+        _pad: 0,
+    };
+    if SOCK_STATE.insert(&key, &state, BPF_NOEXIST as u64).is_err() {
+        // A stale entry of an earlier connection with the same 4-tuple.
+        let _ = SOCK_STATE.insert(&key, &state, BPF_ANY as u64);
+    }
+    stats::inc(SOCKMAP_INSERTED);
+}
+
+fn on_state(ctx: &SockOpsContext) -> Result<(), i64> {
+    let old = ctx.arg(0);
+    let new = ctx.arg(1);
+    if new != TCP_CLOSE {
+        return Ok(());
+    }
+    let key = sock_key(ctx);
+    let _ = SOCK_STATE.remove(&key);
+    let _ = ORIG_BY_COOKIE.remove(&cookie(ctx));
+    // SAFETY: the value is copied out at once.
+    let Some(sf) = (unsafe { SOCK_FLOWS.get(&key) }).copied() else {
+        return Ok(());
+    };
+    let _ = SOCK_FLOWS.remove(&key);
+    let Some(c) = flows::counters(&sf.flow) else {
+        return Ok(());
+    };
+    if old == TCP_SYN_SENT || old == TCP_SYN_RECV {
+        c.refused += 1;
+        return Ok(());
+    }
+    // SAFETY: the context pointer is valid for the program's run.
+    let ops = unsafe { &*ctx.ops };
+    // `bytes_acked` and `bytes_received` count sequence space, which includes
+    // one for each FIN: take them out so the counters are payload bytes.
+    // In FIN_WAIT2, CLOSING and LAST_ACK our FIN was sent; it is acked when
+    // nothing is outstanding. Moving to CLOSE from CLOSING, LAST_ACK or
+    // FIN_WAIT2 means the peer's FIN arrived.
+    let fin_sent = old == TCP_FIN_WAIT2 || old == TCP_CLOSING || old == TCP_LAST_ACK;
+    let fin_acked = fin_sent && ops.snd_una == ops.snd_nxt;
+    let fin_received = old == TCP_FIN_WAIT2 || old == TCP_CLOSING || old == TCP_LAST_ACK;
+    c.closed += 1;
+    c.bytes_sent += ops.bytes_acked.saturating_sub(u64::from(fin_acked));
+    c.bytes_received += ops.bytes_received.saturating_sub(u64::from(fin_received));
+    c.packets_sent += u64::from(ops.data_segs_out);
+    c.packets_received += u64::from(ops.data_segs_in);
+    c.retransmits += u64::from(ops.total_retrans);
+    // `srtt_us` is the smoothed RTT scaled by 8 (tcp_sock.srtt_us).
+    let srtt = u64::from(ops.srtt_us >> 3);
+    if srtt > 0 {
+        c.srtt_us_sum += srtt;
+        c.srtt_samples += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! The data path the node agent runs: mTLS tunnels between node agents with
+//! SPIFFE identities, TCP pass-through, L7 routing and authorization.
+#![forbid(unsafe_code)]

@@ -1,0 +1,1 @@
+//! Test topologies: network namespaces, veth pairs, cgroups, all removed on drop.

@@ -1,0 +1,33 @@
+//! `cargo xtask`: the commands that build, test and show nodemesh.
+//!
+//! Each subcommand lives in its own module; this file only parses the
+//! command line and dispatches.
+
+mod build_ebpf;
+mod cmd;
+mod test;
+mod toolchain;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "nodemesh developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the kernel programs (installs the pinned nightly and bpf-linker if missing).
+    BuildEbpf(build_ebpf::Options),
+    /// Run the whole test suite: fmt, clippy, unit tests, then the privileged end-to-end tests.
+    Test(test::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::BuildEbpf(opts) => build_ebpf::run(&opts).map(|_| ()),
+        Command::Test(opts) => test::run(&opts),
+    }
+}

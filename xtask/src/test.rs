@@ -1,0 +1,71 @@
+//! `cargo xtask test`: the project's one test command (what `.ci/run` calls).
+//!
+//! Order: formatting, clippy with warnings denied, the kernel programs, unit
+//! tests, then the privileged end-to-end tests, serially. The privileged tests
+//! need root; they fail rather than skip without it.
+
+use std::process::Command;
+
+use anyhow::bail;
+
+use crate::{build_ebpf, cmd};
+
+/// Options of `cargo xtask test`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Skip the privileged end-to-end tests (they are never skipped in CI).
+    #[arg(long)]
+    pub unprivileged: bool,
+    /// Only run end-to-end tests whose name contains this filter.
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+/// Runs the suite, stopping at the first failing step.
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let root = cmd::workspace_root();
+    cmd::run(Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;
+    cmd::run(
+        Command::new("rustfmt")
+            .current_dir(&root)
+            .args(["--check", "--edition", "2024", "ebpf/programs/src/main.rs"]),
+    )?;
+    cmd::run(Command::new("cargo").current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    build_ebpf::run(&build_ebpf::Options::default())?;
+    cmd::run(Command::new("cargo").current_dir(&root).args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "nodemesh-tests",
+    ]))?;
+    if opts.unprivileged {
+        if std::env::var_os("CI").is_some() {
+            bail!("--unprivileged is not allowed in CI: the end-to-end tests must run");
+        }
+        eprintln!("skipping the privileged end-to-end tests (--unprivileged)");
+        return Ok(());
+    }
+    if !nix_is_root() {
+        bail!(
+            "the end-to-end tests need root (network namespaces, cgroups, BPF): run `sudo -E cargo xtask test`, or pass --unprivileged to skip them locally"
+        );
+    }
+    let mut e2e = Command::new("cargo");
+    e2e.current_dir(&root).args(["test", "-p", "nodemesh-tests", "--"]);
+    if let Some(filter) = &opts.filter {
+        e2e.arg(filter);
+    }
+    e2e.args(["--test-threads=1"]);
+    cmd::run(&mut e2e)
+}
+
+fn nix_is_root() -> bool {
+    cmd::output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
+}
