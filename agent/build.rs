@@ -13,7 +13,10 @@ mod source_digest;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest.parent().expect("agent/ is below the workspace root").to_path_buf();
+    let root = manifest
+        .parent()
+        .expect("agent/ is below the workspace root")
+        .to_path_buf();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     println!("cargo::rustc-check-cfg=cfg(nodemesh_ebpf_stub)");
     println!("cargo::rerun-if-env-changed=NODEMESH_EBPF_STUB");
@@ -22,8 +25,8 @@ fn main() {
         println!("cargo::rerun-if-changed={}", root.join(input).display());
     }
 
-    let under_clippy = std::env::var("RUSTC_WORKSPACE_WRAPPER")
-        .is_ok_and(|w| w.contains("clippy-driver"));
+    let under_clippy =
+        std::env::var("RUSTC_WORKSPACE_WRAPPER").is_ok_and(|w| w.contains("clippy-driver"));
     if under_clippy || std::env::var_os("NODEMESH_EBPF_STUB").is_some_and(|v| v == "1") {
         let stub = out.join("nodemesh.bpf.o");
         std::fs::write(&stub, b"").expect("writing the stand-in object");

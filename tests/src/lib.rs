@@ -1,1 +1,63 @@
-//! Test topologies: network namespaces, veth pairs, cgroups, all removed on drop.
+//! Test topologies for nodemesh's end-to-end tests.
+//!
+//! A *node* is a network namespace with a bridge and a cgroup; a *pod* is a
+//! network namespace wired to its node's bridge by a veth pair, with its own
+//! child cgroup of the node's. Pod processes run from the `nm-pod` helper
+//! binary, placed in the pod's cgroup and network namespace before they
+//! start. Every namespace, cgroup and process is owned by a guard that
+//! removes it on drop, so a failing test leaves nothing behind.
+//!
+//! Nothing here touches the host network namespace: all addresses live in
+//! namespaces the test made.
+
+pub mod cgroup;
+pub mod netns;
+pub mod pod;
+pub mod topology;
+
+pub use cgroup::TestCgroup;
+pub use netns::NetNs;
+pub use pod::{PodProcess, pod_binary};
+pub use topology::{Cluster, Node, Pod};
+
+/// Panics unless the tests run as root: they must fail, never skip, without privileges.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the end-to-end tests need root (network namespaces, cgroups, BPF); run them through `sudo -E cargo xtask test`"
+    );
+}
+
+/// A name unique to this process and call, short enough for interface and namespace names.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Reads like an event loop does: `EAGAIN` means "wait until readable and
+/// read again". Sockets in a sockmap can return `EAGAIN` from a blocking
+/// read when woken without sockmap data, which event-loop applications
+/// (epoll, tokio, Go, nginx) absorb and blocking ones do not.
+pub fn read_ready(conn: &mut std::net::TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read as _;
+    use std::os::fd::AsFd as _;
+    loop {
+        match conn.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut fds = [nix::poll::PollFd::new(
+                    conn.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(60_000u16))
+                    .map_err(std::io::Error::from)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}

@@ -24,12 +24,17 @@ pub struct Options {
 /// Runs the suite, stopping at the first failing step.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let root = cmd::workspace_root();
-    cmd::run(Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;
     cmd::run(
-        Command::new("rustfmt")
+        Command::new("cargo")
             .current_dir(&root)
-            .args(["--check", "--edition", "2024", "ebpf/programs/src/main.rs"]),
+            .args(["fmt", "--all", "--", "--check"]),
     )?;
+    cmd::run(Command::new("rustfmt").current_dir(&root).args([
+        "--check",
+        "--edition",
+        "2024",
+        "ebpf/programs/src/main.rs",
+    ]))?;
     cmd::run(Command::new("cargo").current_dir(&root).args([
         "clippy",
         "--workspace",
@@ -58,7 +63,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         );
     }
     let mut e2e = Command::new("cargo");
-    e2e.current_dir(&root).args(["test", "-p", "nodemesh-tests", "--"]);
+    e2e.current_dir(&root)
+        .args(["test", "-p", "nodemesh-tests", "--"]);
     if let Some(filter) = &opts.filter {
         e2e.arg(filter);
     }

@@ -77,17 +77,31 @@ pub fn ensure_bpf_linker() -> anyhow::Result<PathBuf> {
     // ships its LLVM under a versioned name, so give it both names.
     let llvm = cache.join("llvm");
     let llvm_lib = llvm.join("lib");
-    std::fs::create_dir_all(&llvm_lib).with_context(|| format!("creating {}", llvm_lib.display()))?;
-    let file_name = libllvm.file_name().context("libLLVM path has no file name")?;
+    std::fs::create_dir_all(&llvm_lib)
+        .with_context(|| format!("creating {}", llvm_lib.display()))?;
+    let file_name = libllvm
+        .file_name()
+        .context("libLLVM path has no file name")?;
     for link in [llvm_lib.join("libLLVM.so"), llvm_lib.join(file_name)] {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&libllvm, &link)
             .with_context(|| format!("linking {} to {}", link.display(), libllvm.display()))?;
     }
-    eprintln!("building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)", libllvm.display());
+    eprintln!(
+        "building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)",
+        libllvm.display()
+    );
     cmd::run(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--locked", "--force", "--version", BPF_LINKER_VERSION, "--root"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--force",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--root",
+            ])
             .arg(&root)
             .env("LLVM_PREFIX", &llvm)
             .env_remove("CARGO_TARGET_DIR"),
@@ -101,7 +115,11 @@ fn find_libllvm(lib: &Path) -> anyhow::Result<PathBuf> {
     let entries = std::fs::read_dir(lib).with_context(|| format!("reading {}", lib.display()))?;
     for entry in entries {
         let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if name.starts_with("libLLVM.so.") {
             return Ok(path);
         }

@@ -78,7 +78,10 @@ impl FlowStats {
     }
 }
 
-/// A socket's flow and the stack's counters at the time it was last accounted.
+/// A socket's flow, and the stack's byte counters when it was established.
+///
+/// The stack counts sequence space, which includes the SYN; subtracting the
+/// values at establishment leaves payload (and FIN) bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockFlow {
@@ -86,6 +89,10 @@ pub struct SockFlow {
     pub flow: FlowKey,
     /// Explicit padding, always zero.
     pub _pad: u32,
+    /// `bytes_acked` at establishment.
+    pub base_acked: u64,
+    /// `bytes_received` at establishment.
+    pub base_received: u64,
 }
 
 crate::impl_pod!(FlowKey, FlowStats, SockFlow);

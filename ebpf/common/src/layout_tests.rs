@@ -31,7 +31,7 @@ fn sizes_and_alignments_are_pinned() {
         SockState => (8, 4),
         FlowKey => (12, 4),
         FlowStats => (88, 8),
-        SockFlow => (16, 4),
+        SockFlow => (32, 8),
         DatapathConfig => (48, 8),
     }
 }

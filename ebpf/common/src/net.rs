@@ -131,7 +131,13 @@ mod tests {
 
     #[test]
     fn loopback_detection() {
-        for (s, lo) in [("127.0.0.1", true), ("127.9.9.9", true), ("::1", true), ("10.0.0.1", false), ("fd00::1", false)] {
+        for (s, lo) in [
+            ("127.0.0.1", true),
+            ("127.9.9.9", true),
+            ("::1", true),
+            ("10.0.0.1", false),
+            ("fd00::1", false),
+        ] {
             let ip: IpAddr = s.parse().unwrap();
             assert_eq!(Addr::from(ip).is_loopback(), lo, "{s}");
         }

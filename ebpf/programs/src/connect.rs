@@ -25,7 +25,9 @@ use nodemesh_common::{
     policy::{ACTION_DENY, LOOKUP_ORDER, PolicyKey},
     service::{BackendKey, PROTO_TCP, SERVICE_MESHED, ServiceKey},
     sock::{ORIG_REDIRECTED, ORIG_SERVICE, OrigDst},
-    stats::{MAP_UPDATE_ERRORS, MESH_REDIRECTED, POLICY_DENIED, SERVICE_NO_BACKEND, SERVICE_TRANSLATED},
+    stats::{
+        MAP_UPDATE_ERRORS, MESH_REDIRECTED, POLICY_DENIED, SERVICE_NO_BACKEND, SERVICE_TRANSLATED,
+    },
     workload::{MAX_CGROUP_DEPTH, WORKLOAD_MESHED, WorkloadInfo},
 };
 
@@ -72,7 +74,7 @@ struct Target {
 fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<i32, i64> {
     let cfg = maps::config();
     // SAFETY: the context pointer is valid for the program's run.
-    let sa = unsafe { &mut *ctx.sock_addr };
+    let sa = unsafe { &*ctx.sock_addr };
     let dialled = match family {
         Family::V4 => Addr::from_v4_be(sa.user_ip4),
         Family::V6 => read_ip6(sa),
@@ -87,14 +89,18 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<i32, i64> {
     // SAFETY: helper without arguments, allowed in cgroup sock_addr programs.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     let is_agent = cgroup_id != 0 && cgroup_id == cfg.agent_cgroup_id;
-    let source = if is_agent { None } else { find_workload(cgroup_id) };
+    let source = if is_agent {
+        WorkloadInfo::default()
+    } else {
+        find_workload(cgroup_id)
+    };
 
     let target = translate(&cfg, dialled, dialled_port, proto);
     // SAFETY: the context is a socket-carrying program context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
 
     let flow = FlowKey {
-        src_identity: source.map(|s| s.identity).unwrap_or(0),
+        src_identity: source.identity,
         dst_identity: target.reported_identity,
         dst_port: dialled_port,
         direction: DIR_OUTBOUND,
@@ -102,8 +108,8 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<i32, i64> {
     };
 
     if cfg.features & FEATURE_POLICY != 0
-        && let Some(src) = source
-        && denied(src.identity, target.workload_identity, target.port)
+        && source.identity != 0
+        && denied(source.identity, target.workload_identity, target.port)
     {
         stats::inc(POLICY_DENIED);
         if cfg.features & FEATURE_METRICS != 0
@@ -118,7 +124,8 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<i32, i64> {
         && cfg.redirect_port != 0
         && proto == PROTO_TCP
         && target.meshed
-        && source.is_some_and(|s| s.flags & WORKLOAD_MESHED != 0);
+        && source.identity != 0
+        && source.flags & WORKLOAD_MESHED != 0;
 
     if redirect {
         let listener = match (family, dialled.is_v4()) {
@@ -137,13 +144,16 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<i32, i64> {
             dst_identity: target.reported_identity,
             flags: ORIG_REDIRECTED | if target.translated { ORIG_SERVICE } else { 0 },
         };
-        if ORIG_BY_COOKIE.insert(&cookie, &orig, BPF_ANY as u64).is_err() {
+        if ORIG_BY_COOKIE
+            .insert(&cookie, &orig, BPF_ANY as u64)
+            .is_err()
+        {
             // Without the record the agent could not route the connection:
             // leave it on its direct path instead.
             stats::inc(MAP_UPDATE_ERRORS);
             return Ok(ALLOW);
         }
-        rewrite(sa, family, listener, cfg.redirect_port);
+        rewrite(ctx.sock_addr, family, listener, cfg.redirect_port);
         stats::inc(MESH_REDIRECTED);
     } else if target.translated && (family == Family::V6 || target.addr.is_v4()) {
         let orig = OrigDst {
@@ -154,10 +164,13 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<i32, i64> {
             dst_identity: target.reported_identity,
             flags: ORIG_SERVICE,
         };
-        if ORIG_BY_COOKIE.insert(&cookie, &orig, BPF_ANY as u64).is_err() {
+        if ORIG_BY_COOKIE
+            .insert(&cookie, &orig, BPF_ANY as u64)
+            .is_err()
+        {
             stats::inc(MAP_UPDATE_ERRORS);
         }
-        rewrite(sa, family, target.addr, target.port);
+        rewrite(ctx.sock_addr, family, target.addr, target.port);
         stats::inc(SERVICE_TRANSLATED);
     }
 
@@ -172,11 +185,18 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<i32, i64> {
 
 /// The workload the calling process belongs to: its own cgroup or the
 /// nearest registered ancestor (containers live in child cgroups of the pod).
+/// Identity 0 means "not a workload".
+///
+/// Returns a plain value, not an `Option`: the payload of a `None` is left
+/// undefined by the compiler, and the verifier refuses to read undefined
+/// registers.
 #[inline(always)]
-fn find_workload(cgroup_id: u64) -> Option<WorkloadInfo> {
-    // SAFETY: read-only lookup of a plain hash map value that is copied out.
+fn find_workload(cgroup_id: u64) -> WorkloadInfo {
+    let mut found = WorkloadInfo::default();
+    // SAFETY: read-only lookup; the value is copied out at once.
     if let Some(w) = unsafe { WORKLOADS.get(&cgroup_id) } {
-        return Some(*w);
+        found = *w;
+        return found;
     }
     let mut level: i32 = 1;
     while level <= MAX_CGROUP_DEPTH as i32 {
@@ -187,11 +207,12 @@ fn find_workload(cgroup_id: u64) -> Option<WorkloadInfo> {
         }
         // SAFETY: as above.
         if let Some(w) = unsafe { WORKLOADS.get(&id) } {
-            return Some(*w);
+            found = *w;
+            break;
         }
         level += 1;
     }
-    None
+    found
 }
 
 /// Service translation: picks a backend slot uniformly at random, which the
@@ -293,19 +314,40 @@ pub fn read_ip6(sa: &aya_ebpf::bindings::bpf_sock_addr) -> Addr {
     Addr { words }
 }
 
-/// Points the socket at `addr:port`, writing the address word by word.
+/// Points the socket at `addr:port`.
 #[inline(always)]
-pub fn rewrite(sa: &mut aya_ebpf::bindings::bpf_sock_addr, family: Family, addr: Addr, port: u16) {
+pub fn rewrite(sa: *mut aya_ebpf::bindings::bpf_sock_addr, family: Family, addr: Addr, port: u16) {
+    let port = u32::from(port.to_be());
     match family {
-        Family::V4 => sa.user_ip4 = addr.words[3],
-        Family::V6 => {
-            let mut i = 0;
-            while i < 4 {
-                // SAFETY: in-bounds field of the context.
-                unsafe { core::ptr::write_volatile(&mut sa.user_ip6[i], addr.words[i]) };
-                i += 1;
-            }
-        }
+        Family::V4 => rewrite4(sa, addr.words[3], port),
+        Family::V6 => rewrite6(sa, &addr, port),
     }
-    sa.user_port = u32::from(port.to_be());
+}
+
+// The two writers are kept out of line so that every store is `ctx +
+// constant offset`: the verifier refuses stores through a context pointer
+// the compiler has offset and kept in a register ("dereference of modified
+// ctx ptr").
+
+#[inline(never)]
+fn rewrite4(sa: *mut aya_ebpf::bindings::bpf_sock_addr, ip: u32, port_be: u32) {
+    // SAFETY: `sa` is the program's context; the fields are in bounds.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*sa).user_ip4, ip);
+        core::ptr::write_volatile(&raw mut (*sa).user_port, port_be);
+    }
+}
+
+/// Takes the address by reference: BPF functions have at most five
+/// arguments.
+#[inline(never)]
+fn rewrite6(sa: *mut aya_ebpf::bindings::bpf_sock_addr, addr: &Addr, port_be: u32) {
+    // SAFETY: as in `rewrite4`.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*sa).user_ip6[0], addr.words[0]);
+        core::ptr::write_volatile(&raw mut (*sa).user_ip6[1], addr.words[1]);
+        core::ptr::write_volatile(&raw mut (*sa).user_ip6[2], addr.words[2]);
+        core::ptr::write_volatile(&raw mut (*sa).user_ip6[3], addr.words[3]);
+        core::ptr::write_volatile(&raw mut (*sa).user_port, port_be);
+    }
 }

@@ -38,16 +38,19 @@ pub static POLICY: HashMap<PolicyKey, PolicyValue> = HashMap::with_max_entries(M
 pub static ORIG_BY_COOKIE: LruHashMap<u64, OrigDst> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 #[map]
-pub static ORIG_BY_TUPLE: LruHashMap<SockKey, OrigDst> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+pub static ORIG_BY_TUPLE: LruHashMap<SockKey, OrigDst> =
+    LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 #[map]
 pub static SOCK_HASH: SockHash<SockKey> = SockHash::with_max_entries(MAX_SOCKETS, 0);
 
 #[map]
-pub static SOCK_STATE: LruHashMap<SockKey, SockState> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+pub static SOCK_STATE: LruHashMap<SockKey, SockState> =
+    LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 #[map]
-pub static FLOW_STATS: PerCpuHashMap<FlowKey, FlowStats> = PerCpuHashMap::with_max_entries(MAX_FLOWS, 0);
+pub static FLOW_STATS: PerCpuHashMap<FlowKey, FlowStats> =
+    PerCpuHashMap::with_max_entries(MAX_FLOWS, 0);
 
 #[map]
 pub static SOCK_FLOWS: LruHashMap<SockKey, SockFlow> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);

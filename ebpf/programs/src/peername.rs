@@ -5,7 +5,9 @@
 //! These hooks exist since Linux 5.8:
 //! <https://elixir.bootlin.com/linux/v5.8/source/include/uapi/linux/bpf.h#L226>.
 
-use aya_ebpf::{helpers::bpf_get_socket_cookie, macros::cgroup_sock_addr, programs::SockAddrContext};
+use aya_ebpf::{
+    helpers::bpf_get_socket_cookie, macros::cgroup_sock_addr, programs::SockAddrContext,
+};
 use nodemesh_common::stats::PEERNAME_REWRITTEN;
 
 use crate::{
@@ -34,9 +36,7 @@ fn try_getpeername(ctx: &SockAddrContext, family: Family) -> Result<i32, i64> {
     if family == Family::V4 && !orig.addr.is_v4() {
         return Ok(1);
     }
-    // SAFETY: the context pointer is valid for the program's run.
-    let sa = unsafe { &mut *ctx.sock_addr };
-    rewrite(sa, family, orig.addr, orig.port);
+    rewrite(ctx.sock_addr, family, orig.addr, orig.port);
     stats::inc(PEERNAME_REWRITTEN);
     // getpeername hooks must return 1: they cannot fail the syscall.
     Ok(1)

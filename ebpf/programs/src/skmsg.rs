@@ -5,9 +5,12 @@
 //! straight onto the peer's receive queue (`BPF_F_INGRESS`), skipping the
 //! TCP/IP stack.
 //!
-//! The decision is taken at a socket's first send and kept for its whole
-//! life: bytes that took the stack could still be in flight when a later
-//! send is redirected, and would then arrive after it. A redirect the kernel
+//! The decision is taken at the connection's first send and kept for its
+//! whole life, for both directions: bytes that took the stack could still
+//! be in flight when a later send is redirected, and would then arrive after
+//! it. A connection whose first send happens before its peer socket is
+//! established (the peer is on another node, or not yet accepted) stays on
+//! the stack. A redirect the kernel
 //! refuses fails the send with an error rather than losing data silently:
 //! <https://elixir.bootlin.com/linux/v6.1/source/net/ipv4/tcp_bpf.c#L433>.
 
@@ -37,9 +40,7 @@ pub fn redirect_msg(ctx: SkMsgContext) -> u32 {
 }
 
 fn try_redirect(ctx: &SkMsgContext) -> Result<u32, i64> {
-    // SAFETY: the context pointer is valid for the program's run.
-    let md: &sk_msg_md = unsafe { &*ctx.msg };
-    let key = msg_key(md);
+    let key = msg_key(ctx.msg);
     let Some(state) = SOCK_STATE.get_ptr_mut(&key) else {
         return Ok(SK_PASS);
     };
@@ -48,9 +49,19 @@ fn try_redirect(ctx: &SkMsgContext) -> Result<u32, i64> {
     let state = unsafe { &mut *state };
     let mut peer = key.peer();
     if state.mode == SOCK_UNDECIDED {
-        // SAFETY: presence check only.
-        let peer_local = unsafe { SOCK_STATE.get(&peer) }.is_some();
-        state.mode = if peer_local { SOCK_REDIRECT } else { SOCK_PASS };
+        // Both directions of a connection take the same path: redirect only
+        // if the peer is local and has not settled on the stack already, and
+        // then settle the peer too.
+        state.mode = SOCK_PASS;
+        if let Some(p) = SOCK_STATE.get_ptr_mut(&peer) {
+            // SAFETY: entry of a live map; concurrent first sends of both ends
+            // can only both write SOCK_REDIRECT here.
+            let p = unsafe { &mut *p };
+            if p.mode != SOCK_PASS {
+                p.mode = SOCK_REDIRECT;
+                state.mode = SOCK_REDIRECT;
+            }
+        }
     }
     if state.mode != SOCK_REDIRECT {
         return Ok(SK_PASS);
@@ -80,16 +91,41 @@ fn try_redirect(ctx: &SkMsgContext) -> Result<u32, i64> {
 
 /// The connection as seen from the sending socket.
 #[inline(always)]
-fn msg_key(md: &sk_msg_md) -> SockKey {
-    let (local_addr, remote_addr) = if md.family == AF_INET {
-        (Addr::from_v4_be(md.local_ip4), Addr::from_v4_be(md.remote_ip4))
+fn msg_key(md: *mut sk_msg_md) -> SockKey {
+    let mut key = SockKey::default();
+    // SAFETY: `md` is the program's context.
+    if unsafe { core::ptr::read_volatile(&raw const (*md).family) } == AF_INET {
+        key4(md, &mut key);
     } else {
-        (Addr { words: md.local_ip6 }, Addr { words: md.remote_ip6 })
-    };
-    SockKey {
-        local_addr,
-        remote_addr,
-        local_port: md.local_port,
-        remote_port: remote_port(md.remote_port),
+        key6(md, &mut key);
+    }
+    key
+}
+
+// Out-of-line readers per family: see `sockops::key4`.
+
+#[inline(never)]
+fn key4(md: *mut sk_msg_md, key: &mut SockKey) {
+    // SAFETY: `md` is the program's context; the fields are in bounds.
+    unsafe {
+        key.local_addr = Addr::from_v4_be(core::ptr::read_volatile(&raw const (*md).local_ip4));
+        key.remote_addr = Addr::from_v4_be(core::ptr::read_volatile(&raw const (*md).remote_ip4));
+        key.local_port = core::ptr::read_volatile(&raw const (*md).local_port);
+        key.remote_port = remote_port(core::ptr::read_volatile(&raw const (*md).remote_port));
+    }
+}
+
+#[inline(never)]
+fn key6(md: *mut sk_msg_md, key: &mut SockKey) {
+    // SAFETY: as in `key4`.
+    unsafe {
+        let mut i = 0;
+        while i < 4 {
+            key.local_addr.words[i] = core::ptr::read_volatile(&raw const (*md).local_ip6[i]);
+            key.remote_addr.words[i] = core::ptr::read_volatile(&raw const (*md).remote_ip6[i]);
+            i += 1;
+        }
+        key.local_port = core::ptr::read_volatile(&raw const (*md).local_port);
+        key.remote_port = remote_port(core::ptr::read_volatile(&raw const (*md).remote_port));
     }
 }

@@ -31,7 +31,10 @@ use nodemesh_common::{
 
 use crate::{
     flows,
-    maps::{self, COOKIE_FLOWS, ENDPOINTS, ORIG_BY_COOKIE, ORIG_BY_TUPLE, SOCK_FLOWS, SOCK_HASH, SOCK_STATE},
+    maps::{
+        self, COOKIE_FLOWS, ENDPOINTS, ORIG_BY_COOKIE, ORIG_BY_TUPLE, SOCK_FLOWS, SOCK_HASH,
+        SOCK_STATE,
+    },
     stats,
 };
 
@@ -43,6 +46,7 @@ const AF_INET6: u32 = 10;
 const TCP_SYN_SENT: u32 = 2;
 const TCP_SYN_RECV: u32 = 3;
 const TCP_FIN_WAIT2: u32 = 5;
+const TCP_TIME_WAIT: u32 = 6;
 const TCP_CLOSE: u32 = 7;
 const TCP_LAST_ACK: u32 = 9;
 const TCP_CLOSING: u32 = 11;
@@ -73,16 +77,42 @@ fn try_sockops(ctx: &SockOpsContext) -> Result<(), i64> {
 /// The connection as seen from this socket.
 #[inline(always)]
 fn sock_key(ctx: &SockOpsContext) -> SockKey {
-    let (local_addr, remote_addr) = if ctx.family() == AF_INET {
-        (Addr::from_v4_be(ctx.local_ip4()), Addr::from_v4_be(ctx.remote_ip4()))
+    let mut key = SockKey::default();
+    if ctx.family() == AF_INET {
+        key4(ctx.ops, &mut key);
     } else {
-        (Addr { words: ctx.local_ip6() }, Addr { words: ctx.remote_ip6() })
-    };
-    SockKey {
-        local_addr,
-        remote_addr,
-        local_port: ctx.local_port(),
-        remote_port: remote_port(ctx.remote_port()),
+        key6(ctx.ops, &mut key);
+    }
+    key
+}
+
+// One out-of-line reader per family, so that every context load is
+// `ctx + constant offset`: the verifier refuses loads through a context
+// pointer the compiler has offset by a value chosen at run time.
+
+#[inline(never)]
+fn key4(ops: *mut bpf_sock_ops, key: &mut SockKey) {
+    // SAFETY: `ops` is the program's context; the fields are in bounds.
+    unsafe {
+        key.local_addr = Addr::from_v4_be(core::ptr::read_volatile(&raw const (*ops).local_ip4));
+        key.remote_addr = Addr::from_v4_be(core::ptr::read_volatile(&raw const (*ops).remote_ip4));
+        key.local_port = core::ptr::read_volatile(&raw const (*ops).local_port);
+        key.remote_port = remote_port(core::ptr::read_volatile(&raw const (*ops).remote_port));
+    }
+}
+
+#[inline(never)]
+fn key6(ops: *mut bpf_sock_ops, key: &mut SockKey) {
+    // SAFETY: as in `key4`.
+    unsafe {
+        let mut i = 0;
+        while i < 4 {
+            key.local_addr.words[i] = core::ptr::read_volatile(&raw const (*ops).local_ip6[i]);
+            key.remote_addr.words[i] = core::ptr::read_volatile(&raw const (*ops).remote_ip6[i]);
+            i += 1;
+        }
+        key.local_port = core::ptr::read_volatile(&raw const (*ops).local_port);
+        key.remote_port = remote_port(core::ptr::read_volatile(&raw const (*ops).remote_port));
     }
 }
 
@@ -107,7 +137,10 @@ fn want_state_cb(ctx: &SockOpsContext) {
     let _ = ctx.set_cb_flags(flags as i32);
 }
 
-fn on_connect(ctx: &SockOpsContext, cfg: &nodemesh_common::config::DatapathConfig) -> Result<(), i64> {
+fn on_connect(
+    ctx: &SockOpsContext,
+    cfg: &nodemesh_common::config::DatapathConfig,
+) -> Result<(), i64> {
     let key = sock_key(ctx);
     let cookie = cookie(ctx);
     // SAFETY: the value is copied out at once.
@@ -121,7 +154,10 @@ fn on_connect(ctx: &SockOpsContext, cfg: &nodemesh_common::config::DatapathConfi
         // SAFETY: the value is copied out at once.
         if let Some(flow) = unsafe { COOKIE_FLOWS.get(&cookie) }.copied() {
             let _ = COOKIE_FLOWS.remove(&cookie);
-            let sf = SockFlow { flow, _pad: 0 };
+            let sf = SockFlow {
+                flow,
+                ..SockFlow::default()
+            };
             if SOCK_FLOWS.insert(&key, &sf, BPF_ANY as u64).is_err() {
                 stats::inc(MAP_UPDATE_ERRORS);
             }
@@ -141,9 +177,13 @@ fn on_established(
     if cfg.features & FEATURE_METRICS != 0 {
         if passive {
             // SAFETY: values are copied out at once.
-            let src = unsafe { ENDPOINTS.get(&key.remote_addr) }.map(|e| e.identity).unwrap_or(0);
+            let src = unsafe { ENDPOINTS.get(&key.remote_addr) }
+                .map(|e| e.identity)
+                .unwrap_or(0);
             // SAFETY: as above.
-            let dst = unsafe { ENDPOINTS.get(&key.local_addr) }.map(|e| e.identity).unwrap_or(0);
+            let dst = unsafe { ENDPOINTS.get(&key.local_addr) }
+                .map(|e| e.identity)
+                .unwrap_or(0);
             let flow = FlowKey {
                 src_identity: src,
                 dst_identity: dst,
@@ -151,20 +191,31 @@ fn on_established(
                 direction: DIR_INBOUND,
                 _pad: 0,
             };
-            let sf = SockFlow { flow, _pad: 0 };
+            let sf = SockFlow {
+                flow,
+                ..SockFlow::default()
+            };
             if SOCK_FLOWS.insert(&key, &sf, BPF_ANY as u64).is_err() {
                 stats::inc(MAP_UPDATE_ERRORS);
             }
         }
-        // SAFETY: the value is copied out at once.
-        if let Some(sf) = unsafe { SOCK_FLOWS.get(&key) }.copied()
-            && let Some(c) = flows::counters(&sf.flow)
-        {
-            c.opened += 1;
+        if let Some(sf) = SOCK_FLOWS.get_ptr_mut(&key) {
+            // SAFETY: entry of a live map, written only by this socket's callbacks.
+            let sf = unsafe { &mut *sf };
+            // SAFETY: the context pointer is valid for the program's run.
+            let ops = unsafe { &*ctx.ops };
+            sf.base_acked = ops.bytes_acked;
+            sf.base_received = ops.bytes_received;
+            if let Some(c) = flows::counters(&sf.flow) {
+                c.opened += 1;
+            }
         }
         want_state_cb(ctx);
     }
-    if cfg.features & FEATURE_SOCKMAP != 0 && !key.local_addr.is_loopback() && !key.remote_addr.is_loopback() {
+    if cfg.features & FEATURE_SOCKMAP != 0
+        && !key.local_addr.is_loopback()
+        && !key.remote_addr.is_loopback()
+    {
         accelerate(ctx, key);
         want_state_cb(ctx);
     }
@@ -215,17 +266,23 @@ fn on_state(ctx: &SockOpsContext) -> Result<(), i64> {
     }
     // SAFETY: the context pointer is valid for the program's run.
     let ops = unsafe { &*ctx.ops };
-    // `bytes_acked` and `bytes_received` count sequence space, which includes
-    // one for each FIN: take them out so the counters are payload bytes.
-    // In FIN_WAIT2, CLOSING and LAST_ACK our FIN was sent; it is acked when
-    // nothing is outstanding. Moving to CLOSE from CLOSING, LAST_ACK or
-    // FIN_WAIT2 means the peer's FIN arrived.
-    let fin_sent = old == TCP_FIN_WAIT2 || old == TCP_CLOSING || old == TCP_LAST_ACK;
-    let fin_acked = fin_sent && ops.snd_una == ops.snd_nxt;
-    let fin_received = old == TCP_FIN_WAIT2 || old == TCP_CLOSING || old == TCP_LAST_ACK;
+    // The stack counts sequence space: past the values at establishment
+    // (which hold the SYN) only the FINs remain to take out. A socket
+    // reaches CLOSE from FIN_WAIT2 or TIME_WAIT (its FIN was acked, then the
+    // peer's arrived), CLOSING or LAST_ACK (both FINs exchanged and the last
+    // ack arrived); from any other state it was reset or aborted.
+    let fins = u64::from(
+        old == TCP_FIN_WAIT2 || old == TCP_TIME_WAIT || old == TCP_CLOSING || old == TCP_LAST_ACK,
+    );
     c.closed += 1;
-    c.bytes_sent += ops.bytes_acked.saturating_sub(u64::from(fin_acked));
-    c.bytes_received += ops.bytes_received.saturating_sub(u64::from(fin_received));
+    c.bytes_sent += ops
+        .bytes_acked
+        .saturating_sub(sf.base_acked)
+        .saturating_sub(fins);
+    c.bytes_received += ops
+        .bytes_received
+        .saturating_sub(sf.base_received)
+        .saturating_sub(fins);
     c.packets_sent += u64::from(ops.data_segs_out);
     c.packets_received += u64::from(ops.data_segs_in);
     c.retransmits += u64::from(ops.total_retrans);

@@ -1,0 +1,161 @@
+//! Probing the running kernel for what the datapath needs.
+//!
+//! Each program and map type is probed for real (a minimal load into the
+//! kernel), not inferred from the version number. The agent turns the
+//! report into the feature set it can offer: without sockmap support it runs
+//! without same-node acceleration, without sockops it also loses L4 metrics,
+//! and without cgroup sock_addr programs it cannot run at all.
+
+use std::path::Path;
+
+use aya::maps::MapType;
+use aya::programs::ProgramType;
+use aya::sys::{is_map_supported, is_program_supported};
+use serde::Serialize;
+
+/// The oldest kernel nodemesh supports: `getpeername` hooks arrived in 5.8,
+/// and 5.10 is the oldest long-term kernel with them.
+pub const MIN_KERNEL: (u32, u32) = (5, 10);
+
+/// One probed capability.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// What was probed.
+    pub name: String,
+    /// Whether the kernel has it.
+    pub ok: bool,
+    /// What is lost, or how to fix it, when it is missing.
+    pub fix: String,
+}
+
+/// Which datapath features this kernel can run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Features {
+    /// Service translation, redirect and policy (cgroup/connect4/6).
+    pub connect: bool,
+    /// getpeername4/6 rewriting.
+    pub peername: bool,
+    /// sockops-based L4 metrics and original-destination hand-off.
+    pub sockops: bool,
+    /// Same-node acceleration (sockhash + sk_msg).
+    pub sockmap: bool,
+}
+
+/// Everything [`probe_kernel`] found.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelReport {
+    /// `uname -r`.
+    pub release: String,
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+    /// The features the checks allow.
+    pub features: Features,
+}
+
+/// Probes the kernel.
+pub fn probe_kernel() -> KernelReport {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let mut checks = Vec::new();
+    let version_ok = parse_release(&release).is_some_and(|v| v >= MIN_KERNEL);
+    checks.push(Check {
+        name: format!("kernel {release} >= {}.{}", MIN_KERNEL.0, MIN_KERNEL.1),
+        ok: version_ok,
+        fix: format!(
+            "upgrade the node kernel to {}.{} or newer",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        ),
+    });
+    checks.push(Check {
+        name: "BTF at /sys/kernel/btf/vmlinux".into(),
+        ok: Path::new("/sys/kernel/btf/vmlinux").exists(),
+        fix: "a kernel built with CONFIG_DEBUG_INFO_BTF=y (optional today; needed for richer verifier logs)".into(),
+    });
+    let prog = |name: &str, ty: ProgramType, fix: &str, checks: &mut Vec<Check>| {
+        let ok = is_program_supported(ty).unwrap_or(false);
+        checks.push(Check {
+            name: format!("program type {name}"),
+            ok,
+            fix: fix.into(),
+        });
+        ok
+    };
+    let map = |name: &str, ty: MapType, fix: &str, checks: &mut Vec<Check>| {
+        let ok = is_map_supported(ty).unwrap_or(false);
+        checks.push(Check {
+            name: format!("map type {name}"),
+            ok,
+            fix: fix.into(),
+        });
+        ok
+    };
+    let need = "required: a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF";
+    let connect = prog(
+        "cgroup_sock_addr",
+        ProgramType::CgroupSockAddr,
+        need,
+        &mut checks,
+    );
+    let sockops = prog(
+        "sock_ops",
+        ProgramType::SockOps,
+        "without it L4 metrics and same-node acceleration are off",
+        &mut checks,
+    );
+    let sk_msg = prog(
+        "sk_msg",
+        ProgramType::SkMsg,
+        "without it same-node acceleration is off (CONFIG_BPF_STREAM_PARSER / CONFIG_NET_SOCK_MSG)",
+        &mut checks,
+    );
+    let hash = map("hash", MapType::Hash, need, &mut checks);
+    let lru = map("lru_hash", MapType::LruHash, need, &mut checks);
+    let array = map("array", MapType::Array, need, &mut checks);
+    let percpu_array = map("percpu_array", MapType::PerCpuArray, need, &mut checks);
+    let percpu_hash = map(
+        "percpu_hash",
+        MapType::PerCpuHash,
+        "without it L4 metrics are off",
+        &mut checks,
+    );
+    let sockhash = map(
+        "sockhash",
+        MapType::SockHash,
+        "without it same-node acceleration is off (CONFIG_BPF_STREAM_PARSER)",
+        &mut checks,
+    );
+    let core = connect && hash && lru && array && percpu_array;
+    let features = Features {
+        connect: core,
+        peername: core && version_ok,
+        sockops: core && sockops && percpu_hash,
+        sockmap: core && sockops && sk_msg && sockhash,
+    };
+    KernelReport {
+        release,
+        checks,
+        features,
+    }
+}
+
+/// `6.1.0-56-cloud-amd64` -> (6, 1).
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_release;
+
+    #[test]
+    fn parses_distribution_releases() {
+        assert_eq!(parse_release("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(parse_release("6.1.0-56-cloud-amd64"), Some((6, 1)));
+        assert_eq!(parse_release("5.15.0"), Some((5, 15)));
+        assert_eq!(parse_release("garbage"), None);
+    }
+}
