@@ -1,3 +1,20 @@
 //! `nodemesh`: the node agent and the operator CLI.
 
-fn main() {}
+use clap::Parser as _;
+use nodemesh_agent::cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    nodemesh_agent::logging::init(&cli.log);
+    let result = match cli.command {
+        Command::Agent(args) => nodemesh_agent::app::run(args),
+        Command::Check(args) => nodemesh_agent::check::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::from(nodemesh_agent::cli::EXIT_FAILURE)
+        }
+    }
+}

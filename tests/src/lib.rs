@@ -61,3 +61,19 @@ pub fn read_ready(conn: &mut std::net::TcpStream, buf: &mut [u8]) -> std::io::Re
         }
     }
 }
+
+/// The `nodemesh` binary: `$NODEMESH_BIN` if set, else beside the test
+/// binary's profile directory (`cargo xtask test` builds it first).
+pub fn nodemesh_binary() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("NODEMESH_BIN") {
+        return p.into();
+    }
+    let pod = pod::pod_binary();
+    let bin = pod.with_file_name("nodemesh");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p nodemesh-agent` first (`cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}

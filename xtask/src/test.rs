@@ -62,6 +62,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             "the end-to-end tests need root (network namespaces, cgroups, BPF): run `sudo -E cargo xtask test`, or pass --unprivileged to skip them locally"
         );
     }
+    cmd::run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "-p",
+        "nodemesh-agent",
+        "--bin",
+        "nodemesh",
+    ]))?;
     let mut e2e = Command::new("cargo");
     e2e.current_dir(&root)
         .args(["test", "-p", "nodemesh-tests", "--"]);

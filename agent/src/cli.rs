@@ -1,0 +1,79 @@
+//! The `nodemesh` command line.
+//!
+//! Exit codes: 0 success; 1 a runtime failure (the message says what and
+//! what to do); 2 bad command-line usage (clap); 3 `nodemesh check` found a
+//! failing check.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code of a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of `nodemesh check` when a check fails.
+pub const EXIT_CHECK_FAILED: u8 = 3;
+
+/// nodemesh: a sidecar-less service mesh accelerated by eBPF.
+#[derive(Parser, Debug)]
+#[command(name = "nodemesh", version, about)]
+pub struct Cli {
+    /// Log filter (RUST_LOG syntax), e.g. `info` or `nodemesh_agent=debug`.
+    #[arg(long, global = true, env = "NODEMESH_LOG", default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the node agent (as root, or as a privileged DaemonSet).
+    Agent(AgentArgs),
+    /// Check that this node can run nodemesh, and that the agent is healthy.
+    Check(CheckArgs),
+}
+
+/// Options of `nodemesh agent`.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// cgroup v2 directory to attach the kernel programs to (absolute, or
+    /// relative to the cgroup2 mount). Default: the mount itself, the whole node.
+    #[arg(long, env = "NODEMESH_CGROUP", default_value = "")]
+    pub cgroup: PathBuf,
+    /// Address of the admin endpoint (health, readiness, metrics, debug).
+    #[arg(long, env = "NODEMESH_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
+    /// Address pods reach the agent's outbound listener on; enables the
+    /// redirect of meshed connections to it.
+    #[arg(long, env = "NODEMESH_REDIRECT_ADDR")]
+    pub redirect_addr: Option<IpAddr>,
+    /// Port of the agent's outbound listener.
+    #[arg(long, env = "NODEMESH_REDIRECT_PORT", default_value_t = 15001)]
+    pub redirect_port: u16,
+    /// Same-node socket acceleration (sockhash + sk_msg). Off by default:
+    /// see the README for what blocking applications see with it on.
+    #[arg(long, env = "NODEMESH_SOCKMAP", default_value_t = false)]
+    pub sockmap: bool,
+    /// Turn the in-kernel L4 policy off.
+    #[arg(long, env = "NODEMESH_NO_POLICY", default_value_t = false)]
+    pub no_policy: bool,
+    /// Turn the L4 flow metrics off.
+    #[arg(long, env = "NODEMESH_NO_METRICS", default_value_t = false)]
+    pub no_metrics: bool,
+}
+
+/// Options of `nodemesh check`.
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// The cgroup the agent attaches to (as for `nodemesh agent --cgroup`).
+    #[arg(long, env = "NODEMESH_CGROUP", default_value = "")]
+    pub cgroup: PathBuf,
+    /// The agent's admin endpoint.
+    #[arg(long, env = "NODEMESH_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
+    /// Only check the node (kernel, cgroups, privileges), not a running agent.
+    #[arg(long)]
+    pub pre: bool,
+}
