@@ -39,7 +39,7 @@ pub fn datapath_options(args: &AgentArgs) -> DatapathOptions {
         port: args.redirect_port,
     });
     DatapathOptions {
-        cgroup: args.cgroup.clone(),
+        cgroup: args.cgroup.clone().unwrap_or_default(),
         redirect,
         sockmap: args.sockmap,
         policy: !args.no_policy,

@@ -58,14 +58,15 @@ pub fn collect(args: &CheckArgs) -> Vec<Check> {
                 ok: true,
                 fix: String::new(),
             });
-            let resolved = cg.resolve(&args.cgroup);
+            let wanted = args.cgroup.clone().unwrap_or_default();
+            let resolved = cg.resolve(&wanted);
             checks.push(Check {
                 name: format!(
                     "attach cgroup {} exists",
                     resolved
                         .as_ref()
                         .map(|p| p.display().to_string())
-                        .unwrap_or_else(|_| args.cgroup.display().to_string())
+                        .unwrap_or_else(|_| wanted.display().to_string())
                 ),
                 ok: resolved.is_ok(),
                 fix: resolved.err().map(|e| e.to_string()).unwrap_or_default(),

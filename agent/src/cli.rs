@@ -40,8 +40,8 @@ pub enum Command {
 pub struct AgentArgs {
     /// cgroup v2 directory to attach the kernel programs to (absolute, or
     /// relative to the cgroup2 mount). Default: the mount itself, the whole node.
-    #[arg(long, env = "NODEMESH_CGROUP", default_value = "")]
-    pub cgroup: PathBuf,
+    #[arg(long, env = "NODEMESH_CGROUP")]
+    pub cgroup: Option<PathBuf>,
     /// Address of the admin endpoint (health, readiness, metrics, debug).
     #[arg(long, env = "NODEMESH_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
     pub admin_addr: SocketAddr,
@@ -68,8 +68,8 @@ pub struct AgentArgs {
 #[derive(Args, Debug, Clone)]
 pub struct CheckArgs {
     /// The cgroup the agent attaches to (as for `nodemesh agent --cgroup`).
-    #[arg(long, env = "NODEMESH_CGROUP", default_value = "")]
-    pub cgroup: PathBuf,
+    #[arg(long, env = "NODEMESH_CGROUP")]
+    pub cgroup: Option<PathBuf>,
     /// The agent's admin endpoint.
     #[arg(long, env = "NODEMESH_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
     pub admin_addr: SocketAddr,

@@ -164,3 +164,24 @@ fn agent_refuses_a_missing_cgroup_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn agent_without_privileges_says_which_and_how_to_fix() {
+    let mut cmd = Command::new(nodemesh_binary());
+    cmd.args(["agent", "--admin-addr", "127.0.0.1:0"]);
+    // SAFETY: only setgid/setuid happen between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setgid(nix::unistd::Gid::from_raw(65534)).map_err(std::io::Error::from)?;
+            nix::unistd::setuid(nix::unistd::Uid::from_raw(65534)).map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("operation not permitted") && err.contains("CAP_BPF"),
+        "{err}"
+    );
+}

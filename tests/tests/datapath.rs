@@ -408,8 +408,26 @@ fn sockmap_can_be_switched_off() {
     assert_eq!(dp.stat("sockmap_redirected_bytes").unwrap(), 0);
 }
 
+/// Collects the kernel programs' log records (bridged through the `log` facade).
+struct KernelLogs(Mutex<Vec<String>>);
+
+impl log::Log for KernelLogs {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        self.0.lock().unwrap().push(record.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+static KERNEL_LOGS: KernelLogs = KernelLogs(Mutex::new(Vec::new()));
+
 #[test]
 fn deny_rule_fails_connect_with_eperm_and_is_counted() {
+    // The logger must be in place before the datapath binds aya-log to it.
+    let _ = log::set_logger(&KERNEL_LOGS);
+    log::set_max_level(log::LevelFilter::Info);
     let mut cluster = Cluster::new(1);
     let c = cluster.add_pod(0, "client");
     let s = cluster.add_pod(0, "server");
@@ -445,6 +463,17 @@ fn deny_rule_fails_connect_with_eperm_and_is_counted() {
     );
     assert_eq!(dp.stat("policy_denied").unwrap(), 1);
     assert_eq!(flow(&dp, outbound(CLIENT_ID, SERVER_ID, 8080)).denied, 1);
+    // The kernel program logged the denial through aya-log.
+    let mut logger = dp
+        .take_logger()
+        .expect("the object carries a log ring buffer");
+    logger.flush();
+    let logs = KERNEL_LOGS.0.lock().unwrap().clone();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("policy denied connect: identity 1 -> identity 2 port 8080")),
+        "{logs:?}"
+    );
 
     // A rule for another port does not match.
     let other = format!("{}:8081", cluster.pod(0, s).ip);
@@ -559,4 +588,27 @@ fn nothing_is_left_behind_when_a_test_fails() {
     for id in ids {
         assert!(!loaded.contains(&id), "program {id} is still loaded");
     }
+}
+
+#[test]
+fn a_full_map_is_reported_by_name_with_the_fix() {
+    let cluster = Cluster::new(1);
+    let dp = load(&options(&cluster, 0, false, false));
+    let info = WorkloadInfo {
+        identity: 9,
+        flags: 0,
+    };
+    let mut err = None;
+    for id in 0..=u64::from(nodemesh_common::workload::MAX_WORKLOADS) {
+        if let Err(e) = dp.upsert_workload(1_000_000 + id, info) {
+            err = Some(e);
+            break;
+        }
+    }
+    let err = err.expect("the workloads map is bounded").to_string();
+    assert!(
+        err.contains("WORKLOADS") && err.contains("is full"),
+        "{err}"
+    );
+    assert!(err.contains("reduce the number of workloads"), "{err}");
 }

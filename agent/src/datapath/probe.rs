@@ -44,6 +44,9 @@ pub struct Features {
 /// Everything [`probe_kernel`] found.
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelReport {
+    /// The kernel refused the probes for lack of privileges (so every
+    /// capability below reads as missing).
+    pub permission_denied: bool,
     /// `uname -r`.
     pub release: String,
     /// Every check, in order.
@@ -72,8 +75,17 @@ pub fn probe_kernel() -> KernelReport {
         ok: Path::new("/sys/kernel/btf/vmlinux").exists(),
         fix: "a kernel built with CONFIG_DEBUG_INFO_BTF=y (optional today; needed for richer verifier logs)".into(),
     });
+    let denied = std::cell::Cell::new(false);
     let prog = |name: &str, ty: ProgramType, fix: &str, checks: &mut Vec<Check>| {
-        let ok = is_program_supported(ty).unwrap_or(false);
+        let ok = match is_program_supported(ty) {
+            Ok(ok) => ok,
+            Err(e) => {
+                if super::error::is_permission(&e) {
+                    denied.set(true);
+                }
+                false
+            }
+        };
         checks.push(Check {
             name: format!("program type {name}"),
             ok,
@@ -82,7 +94,15 @@ pub fn probe_kernel() -> KernelReport {
         ok
     };
     let map = |name: &str, ty: MapType, fix: &str, checks: &mut Vec<Check>| {
-        let ok = is_map_supported(ty).unwrap_or(false);
+        let ok = match is_map_supported(ty) {
+            Ok(ok) => ok,
+            Err(e) => {
+                if super::error::is_permission(&e) {
+                    denied.set(true);
+                }
+                false
+            }
+        };
         checks.push(Check {
             name: format!("map type {name}"),
             ok,
@@ -133,6 +153,7 @@ pub fn probe_kernel() -> KernelReport {
         sockmap: core && sockops && sk_msg && sockhash,
     };
     KernelReport {
+        permission_denied: denied.get(),
         release,
         checks,
         features,

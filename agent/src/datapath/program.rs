@@ -96,6 +96,11 @@ impl Datapath {
         let cg = Cgroup2::detect()?;
         let cgroup = cg.resolve(&opts.cgroup)?;
         let report = probe_kernel();
+        if report.permission_denied {
+            return Err(Error::NotPermitted {
+                what: "probing the kernel for BPF support".into(),
+            });
+        }
         if !report.features.connect {
             return Err(Error::Load {
                 source: format!(

@@ -111,6 +111,13 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<i32, i64> {
         && source.identity != 0
         && denied(source.identity, target.workload_identity, target.port)
     {
+        aya_log_ebpf::info!(
+            ctx,
+            "policy denied connect: identity {} -> identity {} port {}",
+            source.identity,
+            target.workload_identity,
+            target.port
+        );
         stats::inc(POLICY_DENIED);
         if cfg.features & FEATURE_METRICS != 0
             && let Some(c) = flows::counters(&flow)
