@@ -1,0 +1,275 @@
+//! `cargo xtask vm-test`: the kernel matrix.
+//!
+//! For every kernel (by default the Debian 12 6.1 and 6.12 cloud kernels),
+//! boots a qemu guest from an initramfs that runs the `nodemesh-tests`
+//! end-to-end tests, and reports PASS or FAIL per kernel. A kernel passes only
+//! if its guest printed this run's PASS marker and every test binary's own
+//! summary shows success; a panic, a verifier rejection, a failing test or a
+//! hang (the guest is killed at the deadline) is a FAIL.
+//!
+//! `--broken` runs the same matrix against a deliberately broken BPF object
+//! (feature `verifier-reject-test` of the kernel programs) and succeeds only
+//! if the verifier rejected it on every kernel, showing the verifier's log.
+
+mod cpio;
+mod host;
+mod initramfs;
+mod kernel;
+mod payload;
+mod qemu;
+mod verdict;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::{build_ebpf, toolchain};
+
+/// The kernel programs' feature that adds a program the verifier must reject.
+const BROKEN_FEATURE: &str = "verifier-reject-test";
+/// Modules every guest loads (with their dependencies) unless built in.
+const MODULES: &[&str] = &["veth", "sch_ingress", "cls_bpf"];
+
+/// Options of `cargo xtask vm-test`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// A kernel to test: an alias (`6.1`, `6.12`: the newest matching Debian cloud kernel in the
+    /// apt sources), a Debian package name, or packages joined by `,`. Repeatable.
+    /// Default: 6.1 and 6.12.
+    #[arg(long = "kernel", value_name = "PACKAGE_OR_ALIAS")]
+    pub kernels: Vec<String>,
+    /// Seconds a guest may run before it is killed and its kernel FAILs.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub timeout: u64,
+    /// Test against a BPF object the verifier must reject; succeed only if every kernel FAILs so.
+    #[arg(long)]
+    pub broken: bool,
+    /// An extra kernel module to load in the guest (dependencies follow). Repeatable.
+    #[arg(long = "module", value_name = "NAME")]
+    pub modules: Vec<String>,
+    /// Only run tests whose name contains this filter.
+    #[arg(long)]
+    pub filter: Option<String>,
+}
+
+/// One kernel's row of the result table.
+struct Row {
+    kernel: String,
+    release: String,
+    verdict: verdict::Verdict,
+    tests: String,
+    prepare: Duration,
+    boot: Duration,
+    verifier_rejected: bool,
+}
+
+/// Runs the matrix and fails if any kernel failed (or, with `--broken`, if any passed).
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    host::ensure_tools()?;
+    let cache = toolchain::cache_dir()?.join("kernels");
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let out_dir = qemu::output_dir();
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+
+    // The tests link the agent, whose build embeds the regular object: build it in any case.
+    let mut bpf_object = build_ebpf::run(&build_ebpf::Options::default())?;
+    if opts.broken {
+        bpf_object = build_ebpf::run(&build_ebpf::Options {
+            features: vec![BROKEN_FEATURE.to_owned()],
+            variant: Some("broken".to_owned()),
+            ..Default::default()
+        })?;
+    }
+    let binaries = payload::build_tests()?;
+    for test in &binaries.tests {
+        eprintln!("test binary: {}", test.display());
+    }
+    for helper in &binaries.helpers {
+        eprintln!("helper binary: {}", helper.display());
+    }
+
+    let nonce = nonce();
+    let mut env = vec![
+        ("NODEMESH_VM_NONCE".to_owned(), nonce.clone()),
+        ("NODEMESH_IN_VM".to_owned(), "1".to_owned()),
+        (
+            "NODEMESH_BPF_OBJECT".to_owned(),
+            initramfs::BPF_OBJECT.to_owned(),
+        ),
+        (
+            "NODEMESH_TEST_BIN_DIR".to_owned(),
+            initramfs::BIN_DIR.to_owned(),
+        ),
+        ("RUST_BACKTRACE".to_owned(), "1".to_owned()),
+        (
+            "NODEMESH_VM_TEST_ARGS".to_owned(),
+            opts.filter.clone().unwrap_or_default(),
+        ),
+    ];
+    if let Ok(log) = std::env::var("RUST_LOG") {
+        env.push(("RUST_LOG".to_owned(), log));
+    }
+    let mut modules: Vec<String> = MODULES.iter().map(|m| (*m).to_owned()).collect();
+    modules.extend(opts.modules.iter().cloned());
+
+    let specs: Vec<String> = if opts.kernels.is_empty() {
+        kernel::DEFAULT_KERNELS
+            .iter()
+            .map(|k| (*k).to_owned())
+            .collect()
+    } else {
+        opts.kernels.clone()
+    };
+    let mut rows = Vec::new();
+    for spec in &specs {
+        let payload = initramfs::Payload {
+            binaries: &binaries,
+            bpf_object: &bpf_object,
+            env: &env,
+        };
+        let row = match run_kernel(spec, &cache, &modules, &payload, &nonce, opts.timeout) {
+            Ok(row) => row,
+            Err(e) => Row {
+                kernel: spec.clone(),
+                release: "-".into(),
+                verdict: verdict::Verdict::Fail(format!("{e:#}")),
+                tests: "-".into(),
+                prepare: Duration::ZERO,
+                boot: Duration::ZERO,
+                verifier_rejected: false,
+            },
+        };
+        rows.push(row);
+    }
+
+    print_table(&rows, &out_dir);
+    let passed = rows
+        .iter()
+        .filter(|r| matches!(r.verdict, verdict::Verdict::Pass))
+        .count();
+    let failed = rows.len() - passed;
+    eprintln!("total wall time {:.1} s", started.elapsed().as_secs_f64());
+    println!("{passed} passed, {failed} failed");
+    if opts.broken {
+        let rejected = rows.iter().filter(|r| r.verifier_rejected).count();
+        println!(
+            "broken object: rejected by the verifier on {rejected} of {} kernels",
+            rows.len()
+        );
+        if rejected != rows.len() {
+            bail!(
+                "the verifier-reject-test object was not rejected by the verifier on every kernel"
+            );
+        }
+        return Ok(());
+    }
+    if failed > 0 {
+        bail!("{failed} of {} kernels failed", rows.len());
+    }
+    Ok(())
+}
+
+/// Prepares, boots and judges one kernel.
+fn run_kernel(
+    spec: &str,
+    cache: &std::path::Path,
+    modules: &[String],
+    payload: &initramfs::Payload<'_>,
+    nonce: &str,
+    timeout: u64,
+) -> anyhow::Result<Row> {
+    let start = Instant::now();
+    let kernel =
+        kernel::prepare(spec, cache).with_context(|| format!("preparing kernel {spec}"))?;
+    let features: Vec<String> = kernel
+        .features()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    eprintln!(
+        "kernel {spec}: {} from {}",
+        kernel.release,
+        kernel.packages.join(", ")
+    );
+    eprintln!("kernel {spec} config: {}", features.join(" "));
+    let out_dir = qemu::output_dir();
+    let initrd = out_dir.join(format!("{}.initramfs.cpio", kernel.release));
+    let size = initramfs::build(&kernel, modules, payload, &initrd)
+        .with_context(|| format!("building the initramfs for {}", kernel.release))?;
+    eprintln!(
+        "initramfs {} ({:.1} MB)",
+        initrd.display(),
+        size as f64 / 1e6
+    );
+    let prepare = start.elapsed();
+
+    let log = out_dir.join(format!("{}.log", kernel.release));
+    let boot = qemu::boot(&qemu::Guest {
+        vmlinuz: &kernel.vmlinuz,
+        initrd: &initrd,
+        log: &log,
+        label: &kernel.release,
+        timeout: Duration::from_secs(timeout),
+    })?;
+    let reading = verdict::read(&boot.serial, nonce, boot.timed_out);
+    if reading.verifier_rejected {
+        eprintln!(
+            "verifier log from {} (full console in {}):",
+            kernel.release,
+            log.display()
+        );
+        for line in verdict::verifier_excerpt(&boot.serial) {
+            eprintln!("    {line}");
+        }
+    }
+    Ok(Row {
+        kernel: spec.to_owned(),
+        release: kernel.release.clone(),
+        verdict: reading.verdict,
+        tests: format!("{} ok, {} failed", reading.passed, reading.failed),
+        prepare,
+        boot: boot.elapsed,
+        verifier_rejected: reading.verifier_rejected,
+    })
+}
+
+/// Prints the per-kernel result table.
+fn print_table(rows: &[Row], out_dir: &std::path::Path) {
+    let width = |f: fn(&Row) -> &str, title: &str| {
+        rows.iter()
+            .map(|r| f(r).len())
+            .chain([title.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let wk = width(|r| &r.kernel, "kernel");
+    let wr = width(|r| &r.release, "release");
+    let wt = width(|r| &r.tests, "tests");
+    println!();
+    println!(
+        "{:wk$}  {:wr$}  {:wt$}  {:>9}  {:>7}  result",
+        "kernel", "release", "tests", "prepare", "boot"
+    );
+    for r in rows {
+        println!(
+            "{:wk$}  {:wr$}  {:wt$}  {:>8.1}s  {:>6.1}s  {}",
+            r.kernel,
+            r.release,
+            r.tests,
+            r.prepare.as_secs_f64(),
+            r.boot.as_secs_f64(),
+            r.verdict
+        );
+    }
+    println!("console logs: {}/<release>.log", out_dir.display());
+}
+
+/// A value no test output can predict, for the guest's result marker.
+fn nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{:x}{:x}", nanos, std::process::id())
+}

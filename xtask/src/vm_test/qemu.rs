@@ -1,0 +1,165 @@
+//! Booting a kernel and its initramfs in qemu, with the serial console
+//! streamed to the terminal and to a log file, under a deadline.
+
+use std::fs::File;
+use std::io::{BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::cmd;
+
+/// What a boot produced.
+pub struct Boot {
+    /// The whole serial console output.
+    pub serial: String,
+    /// Whether the deadline passed and qemu was killed.
+    pub timed_out: bool,
+    /// Wall time from qemu's start to its exit (or kill).
+    pub elapsed: Duration,
+}
+
+/// How to boot one guest.
+pub struct Guest<'a> {
+    /// The kernel image.
+    pub vmlinuz: &'a Path,
+    /// The initramfs.
+    pub initrd: &'a Path,
+    /// Where the serial console is written.
+    pub log: &'a Path,
+    /// Prefix of console lines echoed to the terminal.
+    pub label: &'a str,
+    /// How long the guest may run.
+    pub timeout: Duration,
+}
+
+/// The accelerator to use: KVM only where it can run a stock kernel.
+///
+/// `/dev/kvm` alone proves nothing: on hosts whose KVM is a paravirtual
+/// variant (`kvm_pvm`) it opens fine but stock kernels hang or abort, and
+/// qemu never falls back to TCG. KVM is used only if `/dev/kvm` is writable
+/// and a hardware KVM module (`kvm_intel`, `kvm_amd`) is loaded.
+pub fn accelerator() -> &'static str {
+    let writable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let hardware =
+        Path::new("/sys/module/kvm_intel").exists() || Path::new("/sys/module/kvm_amd").exists();
+    if writable && hardware { "kvm" } else { "tcg" }
+}
+
+/// Boots the guest and waits for it to power off or for the deadline.
+pub fn boot(guest: &Guest<'_>) -> anyhow::Result<Boot> {
+    let accel = accelerator();
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", accel]);
+    if accel == "kvm" {
+        qemu.args(["-cpu", "host"]);
+    }
+    qemu.args([
+        "-m",
+        "2G",
+        "-smp",
+        "2",
+        "-nographic",
+        "-no-reboot",
+        "-nodefaults",
+        "-serial",
+        "stdio",
+    ])
+    .args(["-monitor", "none"])
+    .arg("-kernel")
+    .arg(guest.vmlinuz)
+    .arg("-initrd")
+    .arg(guest.initrd)
+    // panic=-1 reboots at once on a panic, and -no-reboot turns that into an exit.
+    .args([
+        "-append",
+        "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 rdinit=/init",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    eprintln!("+ {}", cmd::display(&qemu));
+    let start = Instant::now();
+    let mut child = qemu
+        .spawn()
+        .with_context(|| format!("starting {}", cmd::display(&qemu)))?;
+
+    let mut log =
+        File::create(guest.log).with_context(|| format!("creating {}", guest.log.display()))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let tx_err = tx.clone();
+    std::thread::spawn(move || forward_lines(BufReader::new(stdout), &tx));
+    std::thread::spawn(move || forward_lines(BufReader::new(stderr), &tx_err));
+
+    let mut serial = String::new();
+    let mut timed_out = false;
+    loop {
+        let left = guest.timeout.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left.min(Duration::from_millis(200))) {
+            Ok(line) => {
+                eprintln!("[{}] {line}", guest.label);
+                writeln!(log, "{line}")?;
+                serial.push_str(&line);
+                serial.push('\n');
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if start.elapsed() >= guest.timeout {
+            timed_out = true;
+            let _ = child.kill();
+            let line = format!(
+                "NODEMESH-VM-HOST: timed out after {} s, qemu killed",
+                guest.timeout.as_secs()
+            );
+            eprintln!("[{}] {line}", guest.label);
+            writeln!(log, "{line}")?;
+            serial.push_str(&line);
+            serial.push('\n');
+            break;
+        }
+    }
+    child.wait().context("waiting for qemu")?;
+    // Lines that arrived between the kill and the pipes closing.
+    for line in rx.try_iter() {
+        writeln!(log, "{line}")?;
+        serial.push_str(&line);
+        serial.push('\n');
+    }
+    Ok(Boot {
+        serial,
+        timed_out,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Sends each line (without `\r`, invalid UTF-8 replaced) until end of input.
+fn forward_lines(mut reader: impl std::io::BufRead, tx: &std::sync::mpsc::Sender<String>) {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `target/vm-test`, where logs and initramfs images go.
+pub fn output_dir() -> PathBuf {
+    cmd::target_dir().join("vm-test")
+}

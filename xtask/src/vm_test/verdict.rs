@@ -1,0 +1,185 @@
+//! Reading a guest's serial console: PASS only if `/init` printed the PASS
+//! marker with this run's nonce, every test binary reported `test result: ok`,
+//! and the kernel neither panicked nor hung.
+
+use std::fmt;
+
+/// The outcome of one kernel.
+pub enum Verdict {
+    /// Every test binary ran and passed.
+    Pass,
+    /// Something failed; the reason says what.
+    Fail(String),
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Pass => write!(f, "PASS"),
+            Verdict::Fail(reason) => write!(f, "FAIL ({reason})"),
+        }
+    }
+}
+
+/// What the console showed.
+pub struct Reading {
+    /// Pass or fail, with the first reason found.
+    pub verdict: Verdict,
+    /// Tests passed, summed over the `test result:` lines.
+    pub passed: u64,
+    /// Tests failed, summed over the `test result:` lines.
+    pub failed: u64,
+    /// Whether a BPF program was rejected by the verifier.
+    pub verifier_rejected: bool,
+}
+
+/// Judges a console transcript; `nonce` is the run's marker nonce.
+pub fn read(serial: &str, nonce: &str, timed_out: bool) -> Reading {
+    let pass_marker = format!("NODEMESH-VM: RESULT PASS {nonce}");
+    let fail_marker = format!("NODEMESH-VM: RESULT FAIL {nonce}");
+    let mut passed = 0;
+    let mut failed = 0;
+    let mut results = 0;
+    let mut binaries = 0;
+    let mut failed_binaries = Vec::new();
+    for line in serial.lines() {
+        if let Some(rest) = line.trim_start().strip_prefix("test result: ") {
+            results += 1;
+            passed += count(rest, " passed");
+            failed += count(rest, " failed");
+        }
+        if let Some(rest) = line.strip_prefix("NODEMESH-VM: ")
+            && let Some((name, rc)) = rest.split_once(" exited with ")
+        {
+            binaries += 1;
+            if rc.trim() != "0" {
+                failed_binaries.push(name.to_owned());
+            }
+        }
+    }
+    let verifier_rejected = is_verifier_rejection(serial);
+    let verdict = if serial.contains("Kernel panic") {
+        Verdict::Fail("kernel panic".into())
+    } else if timed_out {
+        Verdict::Fail("timed out, guest hung".into())
+    } else if verifier_rejected {
+        Verdict::Fail("verifier rejected a program".into())
+    } else if serial.lines().any(|l| l == fail_marker) {
+        if failed_binaries.is_empty() {
+            Verdict::Fail("guest setup failed".into())
+        } else {
+            Verdict::Fail(format!("tests failed in {}", failed_binaries.join(", ")))
+        }
+    } else if !serial.lines().any(|l| l == pass_marker) {
+        Verdict::Fail("no result marker: the guest stopped early".into())
+    } else if binaries == 0 || results < binaries || failed > 0 {
+        Verdict::Fail("the tests' own summaries do not show success".into())
+    } else {
+        Verdict::Pass
+    };
+    Reading {
+        verdict,
+        passed,
+        failed,
+        verifier_rejected,
+    }
+}
+
+/// Whether the transcript shows a `BPF_PROG_LOAD` refused by the verifier
+/// (aya's `ProgramError::LoadError` prints the verifier's log after this).
+fn is_verifier_rejection(serial: &str) -> bool {
+    serial.contains("Verifier output")
+        || serial.contains("verifier log:")
+        || serial.contains("BPF_PROG_LOAD syscall failed")
+}
+
+/// The lines of the verifier's log in a transcript, for showing after the table.
+pub fn verifier_excerpt(serial: &str) -> Vec<&str> {
+    let lines: Vec<&str> = serial.lines().collect();
+    let Some(start) = lines.iter().position(|l| {
+        l.contains("Verifier output") || l.contains("verifier log:") || l.contains("BPF_PROG_LOAD")
+    }) else {
+        return Vec::new();
+    };
+    lines[start..].iter().take(40).copied().collect()
+}
+
+/// The number before `what` in a `test result:` summary (`ok. 3 passed; 0 failed; ...`).
+fn count(summary: &str, what: &str) -> u64 {
+    summary
+        .split(';')
+        .find(|part| part.contains(what))
+        .and_then(|part| part.split_whitespace().rev().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONCE: &str = "n123";
+
+    fn transcript(body: &str, marker: &str) -> String {
+        format!("NODEMESH-VM: kernel 6.1\n{body}\nNODEMESH-VM: RESULT {marker} {NONCE}\n")
+    }
+
+    #[test]
+    fn passing_run() {
+        let s = transcript(
+            "running 3 tests\ntest result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.05s\nNODEMESH-VM: smoke-1 exited with 0",
+            "PASS",
+        );
+        let r = read(&s, NONCE, false);
+        assert!(matches!(r.verdict, Verdict::Pass));
+        assert_eq!((r.passed, r.failed), (3, 0));
+    }
+
+    #[test]
+    fn marker_needs_the_nonce() {
+        let s = "test result: ok. 1 passed; 0 failed;\nNODEMESH-VM: a exited with 0\nNODEMESH-VM: RESULT PASS other\n";
+        assert!(matches!(read(s, NONCE, false).verdict, Verdict::Fail(_)));
+    }
+
+    #[test]
+    fn panic_fails_even_with_marker() {
+        let s = transcript(
+            "test result: ok. 1 passed; 0 failed;\nNODEMESH-VM: a exited with 0\nKernel panic - not syncing: oops",
+            "PASS",
+        );
+        assert!(matches!(read(&s, NONCE, false).verdict, Verdict::Fail(r) if r == "kernel panic"));
+    }
+
+    #[test]
+    fn failing_test_is_named() {
+        let s = transcript(
+            "test result: FAILED. 2 passed; 1 failed; 0 ignored;\nNODEMESH-VM: smoke-1 exited with 101",
+            "FAIL",
+        );
+        let r = read(&s, NONCE, false);
+        assert!(matches!(&r.verdict, Verdict::Fail(reason) if reason.contains("smoke-1")));
+        assert_eq!((r.passed, r.failed), (2, 1));
+    }
+
+    #[test]
+    fn hang_without_marker() {
+        assert!(
+            matches!(read("booting\n", NONCE, true).verdict, Verdict::Fail(r) if r.contains("timed out"))
+        );
+        assert!(
+            matches!(read("booting\n", NONCE, false).verdict, Verdict::Fail(r) if r.contains("no result marker"))
+        );
+    }
+
+    #[test]
+    fn verifier_rejection_is_recognised() {
+        let s = transcript(
+            "Error: the BPF_PROG_LOAD syscall failed. Verifier output: 0: (61) r2 = *(u32 *)(r1 +4096)\ninvalid bpf_context access off=4096 size=4\nNODEMESH-VM: smoke-1 exited with 101",
+            "FAIL",
+        );
+        let r = read(&s, NONCE, false);
+        assert!(r.verifier_rejected);
+        assert!(matches!(r.verdict, Verdict::Fail(reason) if reason.contains("verifier")));
+        assert!(!verifier_excerpt(&s).is_empty());
+    }
+}
