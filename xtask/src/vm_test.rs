@@ -50,6 +50,9 @@ pub struct Options {
     /// Only run tests whose name contains this filter.
     #[arg(long)]
     pub filter: Option<String>,
+    /// Skip tests whose name contains this pattern (libtest `--skip`). Repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub skip: Vec<String>,
 }
 
 /// One kernel's row of the result table.
@@ -102,10 +105,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             initramfs::BIN_DIR.to_owned(),
         ),
         ("RUST_BACKTRACE".to_owned(), "1".to_owned()),
-        (
-            "NODEMESH_VM_TEST_ARGS".to_owned(),
-            opts.filter.clone().unwrap_or_default(),
-        ),
+        ("NODEMESH_VM_TEST_ARGS".to_owned(), test_args(opts)?),
     ];
     if let Ok(log) = std::env::var("RUST_LOG") {
         env.push(("RUST_LOG".to_owned(), log));
@@ -263,6 +263,23 @@ fn print_table(rows: &[Row], out_dir: &std::path::Path) {
         );
     }
     println!("console logs: {}/<release>.log", out_dir.display());
+}
+
+/// The arguments every test binary gets after `--test-threads=1`.
+fn test_args(opts: &Options) -> anyhow::Result<String> {
+    let mut args = Vec::new();
+    for skip in &opts.skip {
+        args.push("--skip".to_owned());
+        args.push(skip.clone());
+    }
+    args.extend(opts.filter.iter().cloned());
+    if args
+        .iter()
+        .any(|a| a.is_empty() || a.contains(char::is_whitespace))
+    {
+        bail!("--filter and --skip patterns must be non-empty and without spaces");
+    }
+    Ok(args.join(" "))
 }
 
 /// A value no test output can predict, for the guest's result marker.

@@ -149,8 +149,7 @@ fn forward_lines(mut reader: impl std::io::BufRead, tx: &std::sync::mpsc::Sender
         match reader.read_until(b'\n', &mut buf) {
             Ok(0) | Err(_) => return,
             Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
-                let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
+                let line = strip_escapes(&String::from_utf8_lossy(&buf));
                 if tx.send(line).is_err() {
                     return;
                 }
@@ -159,7 +158,48 @@ fn forward_lines(mut reader: impl std::io::BufRead, tx: &std::sync::mpsc::Sender
     }
 }
 
+/// A console line without its line ending, carriage returns and terminal
+/// escape sequences (SeaBIOS clears the screen with them).
+fn strip_escapes(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI: ESC [ parameters final-byte; other escapes: ESC and one character.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\r' | '\n' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `target/vm-test`, where logs and initramfs images go.
 pub fn output_dir() -> PathBuf {
     cmd::target_dir().join("vm-test")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_escapes;
+
+    #[test]
+    fn escapes_and_line_endings_are_removed() {
+        assert_eq!(
+            strip_escapes("\u{1b}c\u{1b}[?7l\u{1b}[2JSeaBIOS\r\n"),
+            "SeaBIOS"
+        );
+        assert_eq!(strip_escapes("plain line\n"), "plain line");
+    }
 }
