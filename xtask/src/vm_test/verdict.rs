@@ -92,6 +92,16 @@ fn is_verifier_rejection(serial: &str) -> bool {
     serial.lines().any(is_verifier_line)
 }
 
+/// Whether the verifier's refusal of `program` is in the transcript: a
+/// verifier log starting on the line that names the program or the next one.
+pub fn rejected_by_name(serial: &str, program: &str) -> bool {
+    let lines: Vec<&str> = serial.lines().collect();
+    lines.iter().enumerate().any(|(i, line)| {
+        line.contains(program)
+            && (is_verifier_line(line) || lines.get(i + 1).is_some_and(|l| is_verifier_line(l)))
+    })
+}
+
 /// A line that starts a verifier log.
 fn is_verifier_line(line: &str) -> bool {
     line.contains("Verifier output") || line.contains("verifier log:")
@@ -212,5 +222,11 @@ mod tests {
         assert!(r.verifier_rejected);
         assert!(matches!(r.verdict, Verdict::Fail(reason) if reason.contains("verifier")));
         assert!(!verifier_excerpt(&s).is_empty());
+        assert!(!rejected_by_name(&s, "verifier_reject_test"));
+        let named = s.replace(
+            "Error: the",
+            "program verifier_reject_test was rejected: the",
+        );
+        assert!(rejected_by_name(&named, "verifier_reject_test"));
     }
 }
