@@ -52,6 +52,10 @@ pub struct Options {
     /// Only run tests whose name contains this filter.
     #[arg(long)]
     pub filter: Option<String>,
+    /// An extra kernel command-line parameter for every guest (e.g. `lsm=` to boot
+    /// without BPF LSM). Repeatable.
+    #[arg(long = "append", value_name = "PARAM")]
+    pub kernel_args: Vec<String>,
     /// Skip tests whose name contains this pattern (libtest `--skip`). Repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub skip: Vec<String>,
@@ -130,7 +134,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             bpf_object: &bpf_object,
             env: &env,
         };
-        let row = match run_kernel(spec, &cache, &modules, &payload, &nonce, opts.timeout) {
+        let row = match run_kernel(spec, &cache, &modules, &payload, &nonce, opts) {
             Ok(row) => row,
             Err(e) => Row {
                 kernel: spec.clone(),
@@ -177,7 +181,7 @@ fn run_kernel(
     modules: &[String],
     payload: &initramfs::Payload<'_>,
     nonce: &str,
-    timeout: u64,
+    opts: &Options,
 ) -> anyhow::Result<Row> {
     let start = Instant::now();
     let kernel =
@@ -210,7 +214,8 @@ fn run_kernel(
         initrd: &initrd,
         log: &log,
         label: &kernel.release,
-        timeout: Duration::from_secs(timeout),
+        timeout: Duration::from_secs(opts.timeout),
+        kernel_args: &opts.kernel_args,
     })?;
     let reading = verdict::read(&boot.serial, nonce, boot.timed_out);
     if reading.verifier_rejected {

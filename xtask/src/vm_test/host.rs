@@ -35,10 +35,6 @@ const TOOLS: &[Tool] = &[
         probe: "/bin/busybox",
     },
     Tool {
-        package: "cpio",
-        probe: "/usr/bin/cpio",
-    },
-    Tool {
         package: "xz-utils",
         probe: "/usr/bin/xz",
     },

@@ -33,6 +33,8 @@ pub struct Guest<'a> {
     pub label: &'a str,
     /// How long the guest may run.
     pub timeout: Duration,
+    /// Extra kernel command-line parameters (after the defaults, so they win).
+    pub kernel_args: &'a [String],
 }
 
 /// The accelerator to use: KVM only where it can run a stock kernel.
@@ -50,6 +52,17 @@ pub fn accelerator() -> &'static str {
     let hardware =
         Path::new("/sys/module/kvm_intel").exists() || Path::new("/sys/module/kvm_amd").exists();
     if writable && hardware { "kvm" } else { "tcg" }
+}
+
+/// The kernel command line: serial console, and a panic ends the VM at once
+/// (`panic=-1` reboots, which `-no-reboot` turns into qemu exiting).
+fn command_line(extra: &[String]) -> String {
+    let mut line = String::from("console=ttyS0 panic=-1 oops=panic quiet loglevel=4 rdinit=/init");
+    for arg in extra {
+        line.push(' ');
+        line.push_str(arg);
+    }
+    line
 }
 
 /// Boots the guest and waits for it to power off or for the deadline.
@@ -76,11 +89,8 @@ pub fn boot(guest: &Guest<'_>) -> anyhow::Result<Boot> {
     .arg(guest.vmlinuz)
     .arg("-initrd")
     .arg(guest.initrd)
-    // panic=-1 reboots at once on a panic, and -no-reboot turns that into an exit.
-    .args([
-        "-append",
-        "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 rdinit=/init",
-    ])
+    .arg("-append")
+    .arg(command_line(guest.kernel_args))
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
