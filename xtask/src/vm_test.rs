@@ -11,6 +11,7 @@
 //! (feature `verifier-reject-test` of the kernel programs) and succeeds only
 //! if the verifier rejected it on every kernel, showing the verifier's log.
 
+mod apt;
 mod cpio;
 mod host;
 mod initramfs;

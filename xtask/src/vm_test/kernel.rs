@@ -1,10 +1,12 @@
 //! Kernels for the matrix: Debian kernel packages fetched with `apt-get
 //! download`, unpacked once into the cache, and the modules the tests load.
 //!
-//! A kernel is named on the command line either by an alias (`6.1`, `6.12`:
-//! the newest `linux-image-<alias>.*-cloud-amd64` the apt sources offer), by a
+//! A kernel is named on the command line either by an alias (`6.1`, `6.12`,
+//! `5.10`: the newest `linux-image-<alias>.*-cloud-amd64` on offer), by a
 //! package name, or by several packages joined with `,` for kernels split
-//! across packages (sid's `linux-binary-*` and `linux-modules-*`).
+//! across packages (sid's `linux-binary-*` and `linux-modules-*`). The
+//! system's apt sources are asked first; kernels they lack come from the
+//! extra Debian suites of [`crate::vm_test::apt`].
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 
 use crate::cmd;
-use crate::vm_test::host;
+use crate::vm_test::apt::Sources;
 
 /// The kernels tested when none is named: the two kernel lines of Debian 12.
 pub const DEFAULT_KERNELS: &[&str] = &["6.1", "6.12"];
@@ -72,15 +74,7 @@ impl Kernel {
 
 /// Resolves, downloads (unless cached) and unpacks the kernel named by `spec`.
 pub fn prepare(spec: &str, cache: &Path) -> anyhow::Result<Kernel> {
-    let packages = match resolve(spec) {
-        Ok(p) => p,
-        Err(e) => {
-            if !host::apt_update()? {
-                return Err(e);
-            }
-            resolve(spec)?
-        }
-    };
+    let (packages, sources) = find(spec, cache)?;
     let debs_dir = cache.join("debs");
     std::fs::create_dir_all(&debs_dir)
         .with_context(|| format!("creating {}", debs_dir.display()))?;
@@ -90,7 +84,7 @@ pub fn prepare(spec: &str, cache: &Path) -> anyhow::Result<Kernel> {
         let _ = std::fs::remove_dir_all(&unpacked);
         std::fs::create_dir_all(&unpacked)?;
         for package in &packages {
-            let deb = download(package, &debs_dir)?;
+            let deb = download(&sources, package, &debs_dir)?;
             cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
         }
         std::fs::write(&stamp, packages.join("\n"))?;
@@ -98,19 +92,65 @@ pub fn prepare(spec: &str, cache: &Path) -> anyhow::Result<Kernel> {
     locate(packages, &unpacked)
 }
 
-/// The package names a kernel spec stands for.
-fn resolve(spec: &str) -> anyhow::Result<Vec<String>> {
-    if spec.contains(',') {
-        return Ok(spec.split(',').map(str::to_owned).collect());
+/// The packages `spec` stands for and the sources that have them. Lists
+/// already on disk are asked first (the system's, then the extra suites'),
+/// so a cached kernel costs no `apt-get update`; then each set of lists is
+/// refreshed once and asked again.
+fn find(spec: &str, cache: &Path) -> anyhow::Result<(Vec<String>, Sources)> {
+    let system = Sources::System;
+    let extra = Sources::extra(cache);
+    if let Ok(packages) = resolve(&system, spec) {
+        return Ok((packages, system));
     }
-    if !is_alias(spec) {
-        return Ok(vec![spec.to_owned()]);
+    if extra.has_lists()
+        && let Ok(packages) = resolve(&extra, spec)
+    {
+        return Ok((packages, extra));
+    }
+    if system.update()?
+        && let Ok(packages) = resolve(&system, spec)
+    {
+        return Ok((packages, system));
+    }
+    extra.update()?;
+    resolve(&extra, spec)
+        .map(|packages| (packages, extra))
+        .with_context(|| {
+            format!(
+                "kernel {spec} is in neither {} nor {}",
+                Sources::System.describe(),
+                Sources::extra(cache).describe()
+            )
+        })
+}
+
+/// The package names a kernel spec stands for, if `sources` offer them all.
+fn resolve(sources: &Sources, spec: &str) -> anyhow::Result<Vec<String>> {
+    if spec.contains(',') || !is_alias(spec) {
+        let packages: Vec<String> = spec.split(',').map(str::to_owned).collect();
+        for package in &packages {
+            let shown = cmd::output(sources.command("apt-cache").args([
+                "show",
+                "--no-all-versions",
+                package,
+            ]))
+            .unwrap_or_default();
+            if shown.trim().is_empty() {
+                bail!("no package {package} in {}", sources.describe());
+            }
+        }
+        return Ok(packages);
     }
     let pattern = format!(
         "^linux-image-{}\\.[0-9].*-cloud-amd64$",
         spec.replace('.', "\\.")
     );
-    let found = cmd::output(Command::new("apt-cache").args(["search", "--names-only", &pattern]))?;
+    let found =
+        cmd::output(
+            sources
+                .command("apt-cache")
+                .args(["search", "--names-only", &pattern]),
+        )?;
     let mut names: Vec<String> = found
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -120,7 +160,8 @@ fn resolve(spec: &str) -> anyhow::Result<Vec<String>> {
     match names.pop() {
         Some(name) => Ok(vec![name]),
         None => bail!(
-            "no package matching {pattern} in the apt sources; name a kernel package with --kernel instead (see `apt-cache search linux-image`)"
+            "no package matching {pattern} in {}; name a kernel package with --kernel instead (see `apt-cache search linux-image`)",
+            sources.describe()
         ),
     }
 }
@@ -155,15 +196,15 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Downloads `package` into `dir` unless a `.deb` of it is already there; returns its path.
-fn download(package: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+fn download(sources: &Sources, package: &str, dir: &Path) -> anyhow::Result<PathBuf> {
     if let Some(deb) = cached_deb(package, dir)? {
         return Ok(deb);
     }
-    let mut get = Command::new("apt-get");
+    let mut get = sources.command("apt-get");
     get.current_dir(dir).args(["download", package]);
     if cmd::run(&mut get).is_err() {
         // Stale package lists name versions the mirror has already dropped.
-        host::apt_update()?;
+        sources.update()?;
         cmd::run(&mut get)?;
     }
     cached_deb(package, dir)?.with_context(|| {
