@@ -50,6 +50,10 @@ pub struct Options {
     /// An extra kernel module to load in the guest (dependencies follow). Repeatable.
     #[arg(long = "module", value_name = "NAME")]
     pub modules: Vec<String>,
+    /// A default module NOT to load, so the guest behaves like a kernel built without it
+    /// (for testing the agent's degraded modes). Repeatable.
+    #[arg(long = "without-module", value_name = "NAME")]
+    pub without_modules: Vec<String>,
     /// Only run tests whose name contains this filter.
     #[arg(long)]
     pub filter: Option<String>,
@@ -119,6 +123,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     let mut modules: Vec<String> = MODULES.iter().map(|m| (*m).to_owned()).collect();
     modules.extend(opts.modules.iter().cloned());
+    modules.retain(|m| !opts.without_modules.contains(m));
 
     let specs: Vec<String> = if opts.kernels.is_empty() {
         kernel::DEFAULT_KERNELS
