@@ -36,9 +36,9 @@ const MODULES: &[&str] = &["veth", "sch_ingress", "cls_bpf"];
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args)]
 pub struct Options {
-    /// A kernel to test: an alias (`6.1`, `6.12`: the newest matching Debian cloud kernel in the
-    /// apt sources), a Debian package name, or packages joined by `,`. Repeatable.
-    /// Default: 6.1 and 6.12.
+    /// A kernel to test: an alias (`6.1`, `6.12`, `5.10`: the newest Debian cloud kernel of that
+    /// line, from the system's apt sources or else from bullseye/bookworm-backports/trixie), a
+    /// Debian package name, or packages joined by `,`. Repeatable. Default: 6.1 and 6.12.
     #[arg(long = "kernel", value_name = "PACKAGE_OR_ALIAS")]
     pub kernels: Vec<String>,
     /// Seconds a guest may run before it is killed and its kernel FAILs.
@@ -57,8 +57,8 @@ pub struct Options {
     /// Only run tests whose name contains this filter.
     #[arg(long)]
     pub filter: Option<String>,
-    /// An extra kernel command-line parameter for every guest (e.g. `lsm=` to boot
-    /// without BPF LSM). Repeatable.
+    /// An extra kernel command-line parameter for every guest (e.g. `lsm=landlock,yama`
+    /// to boot without the BPF LSM). Repeatable.
     #[arg(long = "append", value_name = "PARAM")]
     pub kernel_args: Vec<String>,
     /// Skip tests whose name contains this pattern (libtest `--skip`). Repeatable.
