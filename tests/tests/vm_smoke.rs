@@ -1,8 +1,9 @@
 //! Smoke tests of the kernel facilities the datapath relies on: BTF, BPF
 //! maps, the kernel programs passing the verifier, network namespaces with a
-//! veth pair carrying TCP, and cgroup v2. They run on the host (`cargo xtask
-//! test`) and in every guest of the kernel matrix (`cargo xtask vm-test`), so
-//! a kernel lacking one of these fails here with a message naming it.
+//! veth pair carrying TCP and a clsact qdisc, and cgroup v2. They run on the
+//! host (`cargo xtask test`) and in every guest of the kernel matrix
+//! (`cargo xtask vm-test`), so a kernel lacking one of these fails here with a
+//! message naming it.
 //!
 //! Needs root. Every test cleans up what it creates, also when it fails.
 
@@ -267,6 +268,10 @@ fn veth_pair_carries_tcp_into_a_network_namespace() {
         &["-n", &topo.netns, "-o", "addr", "show", "dev", &peer_if],
     );
     assert!(shown.contains(pod_ip), "peer address missing: {shown}");
+    // The clsact qdisc (module sch_ingress) is where tc BPF programs attach.
+    run("tc", &["qdisc", "add", "dev", &topo.host_if, "clsact"]);
+    let qdiscs = run("tc", &["qdisc", "show", "dev", &topo.host_if]);
+    assert!(qdiscs.contains("clsact"), "clsact qdisc missing: {qdiscs}");
 
     // A listener inside the namespace: a thread that switched its network namespace.
     let netns_file =

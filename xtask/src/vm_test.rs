@@ -54,6 +54,10 @@ pub struct Options {
     /// (for testing the agent's degraded modes). Repeatable.
     #[arg(long = "without-module", value_name = "NAME")]
     pub without_modules: Vec<String>,
+    /// A host executable (name or path) to copy into the guest with its shared libraries, in
+    /// addition to `ip` and `tc`. Repeatable.
+    #[arg(long = "with-binary", value_name = "NAME_OR_PATH")]
+    pub host_binaries: Vec<String>,
     /// Only run tests whose name contains this filter.
     #[arg(long)]
     pub filter: Option<String>,
@@ -103,6 +107,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         eprintln!("helper binary: {}", helper.display());
     }
 
+    let host_tools = payload::host_tools(&opts.host_binaries)?;
     let nonce = nonce();
     let mut env = vec![
         ("NODEMESH_VM_NONCE".to_owned(), nonce.clone()),
@@ -139,6 +144,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             binaries: &binaries,
             bpf_object: &bpf_object,
             env: &env,
+            host_tools: &host_tools,
         };
         let row = match run_kernel(spec, &cache, &modules, &payload, &nonce, opts) {
             Ok(row) => row,

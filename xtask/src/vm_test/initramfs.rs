@@ -28,6 +28,8 @@ pub struct Payload<'a> {
     pub bpf_object: &'a Path,
     /// Environment variables exported to the tests, in order.
     pub env: &'a [(String, String)],
+    /// Host executables copied in with their shared libraries (`ip`, `tc`, ...).
+    pub host_tools: &'a [PathBuf],
 }
 
 /// Writes the initramfs for `kernel` to `out`; returns its size in bytes.
@@ -57,13 +59,15 @@ pub fn build(
     archive.symlink_if_absent("/var/run", "../run");
     archive.bytes("/init", include_str!("init.sh"), 0o755);
 
-    // iproute2 first, so busybox's own `ip` applet does not shadow it.
-    let ip = payload::find_ip()?;
-    for file in payload::with_shared_libraries(&ip)? {
-        add_host_file(&mut archive, &file)?;
-    }
-    for name in ["/sbin/ip", "/bin/ip", "/usr/bin/ip", "/usr/sbin/ip"] {
-        archive.symlink_if_absent(name, &ip.to_string_lossy());
+    // Host tools first, so busybox's applets of the same name (`ip`) do not shadow them.
+    for tool in payload.host_tools {
+        for file in payload::with_shared_libraries(tool)? {
+            add_host_file(&mut archive, &file)?;
+        }
+        let name = file_name(tool)?;
+        for dir in ["/sbin", "/bin", "/usr/bin", "/usr/sbin"] {
+            archive.symlink_if_absent(&format!("{dir}/{name}"), &tool.to_string_lossy());
+        }
     }
     if Path::new("/etc/iproute2").is_dir() {
         add_host_tree(&mut archive, Path::new("/etc/iproute2"))?;

@@ -119,11 +119,33 @@ pub fn with_shared_libraries(exe: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The host's iproute2 `ip`.
-pub fn find_ip() -> anyhow::Result<PathBuf> {
-    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .context("iproute2's ip is not installed (apt-get install iproute2)")
+/// The directories a host tool is looked up in.
+const TOOL_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+/// A host executable by path, or by name in the usual system directories.
+pub fn find_tool(name: &str) -> anyhow::Result<PathBuf> {
+    if name.contains('/') {
+        let path = PathBuf::from(name);
+        anyhow::ensure!(path.is_file(), "{name} does not exist");
+        return Ok(path);
+    }
+    TOOL_DIRS
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} is not installed in {}", TOOL_DIRS.join(", ")))
+}
+
+/// The host tools every guest gets: iproute2's `ip` (required; the tests
+/// build topologies with it) and `tc` (if installed), plus `extra`.
+pub fn host_tools(extra: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut tools = vec![
+        find_tool("ip")
+            .context("iproute2's ip is needed in the guest (apt-get install iproute2)")?,
+    ];
+    tools.extend(find_tool("tc").ok());
+    for name in extra {
+        tools.push(find_tool(name)?);
+    }
+    Ok(tools)
 }
