@@ -72,12 +72,19 @@ pub struct Options {
 
 /// One kernel's row of the result table.
 struct Row {
+    /// The kernel as named on the command line.
     kernel: String,
+    /// Its `uname -r`, or `-` if it could not be prepared.
     release: String,
+    /// PASS or FAIL with the reason.
     verdict: verdict::Verdict,
+    /// Passed and failed test counts from the tests' own summaries.
     tests: String,
+    /// Download, unpacking and initramfs time.
     prepare: Duration,
+    /// qemu's wall time, boot to power-off.
     boot: Duration,
+    /// Whether the verifier refused [`BROKEN_PROGRAM`] (what `--broken` expects).
     broken_program_rejected: bool,
 }
 

@@ -12,8 +12,6 @@ use anyhow::{Context as _, bail};
 
 use crate::cmd;
 
-/// The host toolchain the test binaries are built with (see `rust-toolchain.toml`).
-pub const HOST_TOOLCHAIN: &str = "1.99.1";
 /// The target of the test binaries: static, so they run in a bare initramfs.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -24,7 +22,7 @@ struct Tool {
 }
 
 /// qemu for booting, busybox for the guest's userland, iproute2 for the tests' `ip`,
-/// xz for 6.12+ compressed modules, dpkg for unpacking kernel packages.
+/// xz for 6.12+ compressed modules. (dpkg, for unpacking kernel packages, is part of Debian.)
 const TOOLS: &[Tool] = &[
     Tool {
         package: "qemu-system-x86",
@@ -107,24 +105,33 @@ pub fn apt_update() -> anyhow::Result<bool> {
 
 /// Adds the musl target to the pinned host toolchain unless it is there.
 fn ensure_musl_target() -> anyhow::Result<()> {
+    let toolchain = host_toolchain()?;
     let installed = cmd::output(Command::new("rustup").args([
         "target",
         "list",
         "--installed",
         "--toolchain",
-        HOST_TOOLCHAIN,
+        &toolchain,
     ]))
     .context("rustup is needed to add the musl target for the test binaries")?;
     if installed.lines().any(|l| l.trim() == MUSL_TARGET) {
         return Ok(());
     }
-    cmd::run(Command::new("rustup").args([
-        "target",
-        "add",
-        MUSL_TARGET,
-        "--toolchain",
-        HOST_TOOLCHAIN,
-    ]))
+    cmd::run(Command::new("rustup").args(["target", "add", MUSL_TARGET, "--toolchain", &toolchain]))
+}
+
+/// The host toolchain the test binaries are built with: the `channel` of the
+/// workspace's `rust-toolchain.toml`.
+fn host_toolchain() -> anyhow::Result<String> {
+    let path = cmd::workspace_root().join("rust-toolchain.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .next()
+        .with_context(|| format!("no channel in {}", path.display()))
 }
 
 /// Fails with a clear message unless running as root (apt-get and dpkg need it).

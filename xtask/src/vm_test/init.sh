@@ -25,9 +25,13 @@ mkdir -p /run/netns
 ulimit -l unlimited
 
 . /etc/nodemesh-vm.env
+rm -f /etc/nodemesh-vm.env
+# The marker nonce stays in this shell; the tests never see it.
+nonce=$NODEMESH_VM_NONCE
+unset NODEMESH_VM_NONCE
 
 result() {
-    echo "NODEMESH-VM: RESULT $1 $NODEMESH_VM_NONCE"
+    echo "NODEMESH-VM: RESULT $1 $nonce"
     sync
     poweroff -f
     sleep 5

@@ -42,7 +42,11 @@ pub fn read(serial: &str, nonce: &str, timed_out: bool) -> Reading {
     let mut results = 0;
     let mut binaries = 0;
     let mut failed_binaries = Vec::new();
+    let mut running = None;
     for line in serial.lines() {
+        if let Some(name) = line.strip_prefix("NODEMESH-VM: running ") {
+            running = Some(name.trim());
+        }
         if let Some(rest) = line.trim_start().strip_prefix("test result: ") {
             results += 1;
             passed += count(rest, " passed");
@@ -52,6 +56,7 @@ pub fn read(serial: &str, nonce: &str, timed_out: bool) -> Reading {
             && let Some((name, rc)) = rest.split_once(" exited with ")
         {
             binaries += 1;
+            running = None;
             if rc.trim() != "0" {
                 failed_binaries.push(name.to_owned());
             }
@@ -61,7 +66,10 @@ pub fn read(serial: &str, nonce: &str, timed_out: bool) -> Reading {
     let verdict = if serial.contains("Kernel panic") {
         Verdict::Fail("kernel panic".into())
     } else if timed_out {
-        Verdict::Fail("timed out, guest hung".into())
+        match running {
+            Some(test) => Verdict::Fail(format!("timed out, guest hung in {test}")),
+            None => Verdict::Fail("timed out, guest hung".into()),
+        }
     } else if serial.lines().any(|l| l == fail_marker) {
         if verifier_rejected {
             Verdict::Fail("verifier rejected a program".into())
@@ -200,6 +208,13 @@ mod tests {
         let r = read(&s, NONCE, false);
         assert!(r.verifier_rejected);
         assert!(matches!(r.verdict, Verdict::Pass));
+    }
+
+    #[test]
+    fn hang_names_the_running_test() {
+        let s =
+            "NODEMESH-VM: running a-1\nNODEMESH-VM: a-1 exited with 0\nNODEMESH-VM: running b-2\n";
+        assert!(matches!(read(s, NONCE, true).verdict, Verdict::Fail(r) if r.ends_with("in b-2")));
     }
 
     #[test]
