@@ -268,6 +268,19 @@ fn veth_pair_carries_tcp_into_a_network_namespace() {
         &["-n", &topo.netns, "-o", "addr", "show", "dev", &peer_if],
     );
     assert!(shown.contains(pod_ip), "peer address missing: {shown}");
+    // `ip netns exec` (a private mount namespace with the netns' own /sys) works.
+    let inside = run(
+        "ip",
+        &["netns", "exec", &topo.netns, "ip", "-o", "link", "show"],
+    );
+    assert!(
+        inside.contains(&peer_if),
+        "netns exec sees no {peer_if}: {inside}"
+    );
+    assert!(
+        !inside.contains(&topo.host_if),
+        "netns exec sees the host side: {inside}"
+    );
     // The clsact qdisc (module sch_ingress) is where tc BPF programs attach.
     run("tc", &["qdisc", "add", "dev", &topo.host_if, "clsact"]);
     let qdiscs = run("tc", &["qdisc", "show", "dev", &topo.host_if]);
