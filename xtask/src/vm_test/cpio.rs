@@ -218,3 +218,85 @@ fn pad<W: Write>(w: &mut Counting<W>) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses a newc archive back into (name, mode, rdev major, data) tuples.
+    fn parse(bytes: &[u8]) -> Vec<(String, u32, u32, Vec<u8>)> {
+        let field = |at: usize, i: usize| {
+            let s = std::str::from_utf8(&bytes[at + 6 + i * 8..at + 14 + i * 8]).unwrap();
+            u32::from_str_radix(s, 16).unwrap()
+        };
+        let align = |n: usize| n.div_ceil(4) * 4;
+        let mut out = Vec::new();
+        let mut at = 0;
+        loop {
+            assert_eq!(&bytes[at..at + 6], b"070701", "magic at {at}");
+            let (mode, size, major, namesize) = (
+                field(at, 1),
+                field(at, 6) as usize,
+                field(at, 9),
+                field(at, 11) as usize,
+            );
+            let name_at = at + 110;
+            let name = std::str::from_utf8(&bytes[name_at..name_at + namesize - 1]).unwrap();
+            let data_at = align(name_at + namesize);
+            if name == "TRAILER!!!" {
+                return out;
+            }
+            out.push((
+                name.to_owned(),
+                mode,
+                major,
+                bytes[data_at..data_at + size].to_vec(),
+            ));
+            at = align(data_at + size);
+        }
+    }
+
+    #[test]
+    fn archive_round_trips() {
+        let dir = std::env::temp_dir().join(format!("nodemesh-cpio-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let host_file = dir.join("host");
+        std::fs::write(&host_file, b"abcde").unwrap();
+        let mut archive = Archive::default();
+        archive.bytes("/init", "#!/bin/sh\n", 0o755);
+        archive.file("/nodemesh/tests/t", &host_file, 0o755);
+        archive.symlink_if_absent("/bin/sh", "busybox");
+        archive.symlink_if_absent("/bin/sh", "other");
+        archive.char_dev("/dev/console", 5, 1);
+        let out = dir.join("out.cpio");
+        let written = archive.write(&out).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(written as usize, bytes.len());
+
+        let entries = parse(&bytes);
+        let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "bin",
+                "bin/sh",
+                "dev",
+                "dev/console",
+                "init",
+                "nodemesh",
+                "nodemesh/tests",
+                "nodemesh/tests/t"
+            ]
+        );
+        let get = |name: &str| entries.iter().find(|e| e.0 == name).unwrap();
+        assert_eq!(get("bin/sh").1, 0o120777);
+        assert_eq!(get("bin/sh").3, b"busybox");
+        assert_eq!(get("dev/console").1, 0o020600);
+        assert_eq!(get("dev/console").2, 5);
+        assert_eq!(get("init").3, b"#!/bin/sh\n");
+        assert_eq!(get("nodemesh/tests/t").1, 0o100755);
+        assert_eq!(get("nodemesh/tests/t").3, b"abcde");
+        assert_eq!(get("nodemesh").1, 0o040755);
+    }
+}
