@@ -20,6 +20,13 @@ pub struct Options {
     /// Build with the release profile (what `cargo build --release` of the agent embeds).
     #[arg(long)]
     pub release: bool,
+    /// Cargo features of the kernel programs to enable (test-only variants); needs `--variant`.
+    #[arg(long, value_delimiter = ',', requires = "variant")]
+    pub features: Vec<String>,
+    /// Build into `target/bpf/<variant>/` instead of `target/bpf/<profile>/`, leaving the
+    /// object the agent embeds untouched.
+    #[arg(long)]
+    pub variant: Option<String>,
 }
 
 /// Builds the object and returns its path.
@@ -30,6 +37,13 @@ pub fn run(opts: &Options) -> anyhow::Result<PathBuf> {
     let target = cmd::target_dir();
     let profile = if opts.release { "release" } else { "dev" };
     let programs = root.join("ebpf").join("programs");
+    if !opts.features.is_empty() && opts.variant.is_none() {
+        anyhow::bail!("kernel programs built with features need a variant name of their own");
+    }
+    let build_dir = match &opts.variant {
+        Some(variant) => target.join(format!("ebpf-{variant}")),
+        None => target.join("ebpf"),
+    };
 
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![linker.parent().expect("linker has a parent").to_path_buf()];
@@ -39,7 +53,7 @@ pub fn run(opts: &Options) -> anyhow::Result<PathBuf> {
         .current_dir(&programs)
         .arg(format!("+{}", toolchain::NIGHTLY))
         .args(["build", "--profile", profile, "--target-dir"])
-        .arg(target.join("ebpf"))
+        .arg(&build_dir)
         .env("PATH", std::env::join_paths(paths)?)
         // The host toolchain's settings must not leak into the nightly build.
         .env_remove("RUSTUP_TOOLCHAIN")
@@ -47,21 +61,28 @@ pub fn run(opts: &Options) -> anyhow::Result<PathBuf> {
         .env_remove("RUSTC_WRAPPER")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .env_remove("CARGO_TARGET_DIR");
+    if !opts.features.is_empty() {
+        build.arg("--features").arg(opts.features.join(","));
+    }
     cmd::run(&mut build)?;
 
     let profile_dir = if opts.release { "release" } else { "debug" };
-    let built = target
-        .join("ebpf")
+    let built = build_dir
         .join("bpfel-unknown-none")
         .join(profile_dir)
         .join("nodemesh-ebpf");
-    let out_dir = target.join("bpf").join(profile);
+    let out_dir = target
+        .join("bpf")
+        .join(opts.variant.as_deref().unwrap_or(profile));
     std::fs::create_dir_all(&out_dir)?;
     let object = out_dir.join("nodemesh.bpf.o");
     std::fs::copy(&built, &object)
         .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
-    let digest = source_digest::source_digest(&root)?;
-    std::fs::write(out_dir.join("nodemesh.bpf.o.digest"), digest)?;
+    if opts.variant.is_none() {
+        // Only the regular object is eligible for embedding in the agent.
+        let digest = source_digest::source_digest(&root)?;
+        std::fs::write(out_dir.join("nodemesh.bpf.o.digest"), digest)?;
+    }
     eprintln!("built {}", object.display());
     Ok(object)
 }

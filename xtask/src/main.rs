@@ -7,6 +7,7 @@ mod build_ebpf;
 mod cmd;
 mod test;
 mod toolchain;
+mod vm_test;
 
 use clap::{Parser, Subcommand};
 
@@ -23,11 +24,14 @@ enum Command {
     BuildEbpf(build_ebpf::Options),
     /// Run the whole test suite: fmt, clippy, unit tests, then the privileged end-to-end tests.
     Test(test::Options),
+    /// Run the end-to-end tests in qemu guests on several kernels and report PASS/FAIL per kernel.
+    VmTest(vm_test::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::BuildEbpf(opts) => build_ebpf::run(&opts).map(|_| ()),
         Command::Test(opts) => test::run(&opts),
+        Command::VmTest(opts) => vm_test::run(&opts),
     }
 }

@@ -12,6 +12,8 @@
 #![no_std]
 #![no_main]
 
+#[cfg(feature = "verifier-reject-test")]
+mod broken;
 mod connect;
 mod flows;
 mod maps;
