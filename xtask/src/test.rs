@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the project's one test command (what `.ci/run` calls).
 //!
 //! Order: formatting, clippy with warnings denied, the kernel programs, unit
-//! tests, then the privileged end-to-end tests, serially. The privileged tests
-//! need root; they fail rather than skip without it.
+//! tests, the privileged end-to-end tests (serially, on this kernel), then the
+//! same tests on the kernel matrix (`cargo xtask vm-test`). The privileged
+//! tests need root; they fail rather than skip without it.
 
 use std::process::Command;
 
@@ -19,6 +20,9 @@ pub struct Options {
     /// Only run end-to-end tests whose name contains this filter.
     #[arg(long)]
     pub filter: Option<String>,
+    /// Skip the kernel matrix (`cargo xtask vm-test`); never skipped in CI.
+    #[arg(long)]
+    pub no_vm: bool,
 }
 
 /// Runs the suite, stopping at the first failing step.
@@ -76,7 +80,20 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         e2e.arg(filter);
     }
     e2e.args(["--test-threads=1"]);
-    cmd::run(&mut e2e)
+    cmd::run(&mut e2e)?;
+    if opts.no_vm {
+        if std::env::var_os("CI").is_some() {
+            bail!("--no-vm is not allowed in CI: the kernel matrix must run");
+        }
+        eprintln!("skipping the kernel matrix (--no-vm)");
+        return Ok(());
+    }
+    // The same end-to-end tests on the other kernels nodemesh supports.
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["xtask", "vm-test"]),
+    )
 }
 
 fn nix_is_root() -> bool {

@@ -31,7 +31,7 @@ const BROKEN_FEATURE: &str = "verifier-reject-test";
 /// The program that feature adds; a rejection counts only if the console names it.
 const BROKEN_PROGRAM: &str = "verifier_reject_test";
 /// Modules every guest loads (with their dependencies) unless built in.
-const MODULES: &[&str] = &["veth", "sch_ingress", "cls_bpf"];
+const MODULES: &[&str] = &["veth", "bridge", "sch_ingress", "cls_bpf"];
 
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args)]

@@ -68,6 +68,31 @@ pub fn build_tests() -> anyhow::Result<TestBinaries> {
     if tests.is_empty() {
         bail!("cargo test -p {TEST_PACKAGE} --no-run built no test executables");
     }
+    // The tests also run the `nodemesh` binary itself.
+    let mut agent = Command::new("cargo");
+    agent
+        .current_dir(&root)
+        .args([
+            "build",
+            "-p",
+            "nodemesh-agent",
+            "--bin",
+            "nodemesh",
+            "--message-format=json-render-diagnostics",
+            "--target",
+        ])
+        .arg(MUSL_TARGET)
+        .stderr(Stdio::inherit());
+    for line in cmd::output(&mut agent)?.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact"
+            && let Some(executable) = msg["executable"].as_str()
+        {
+            helpers.push(PathBuf::from(executable));
+        }
+    }
     tests.sort();
     tests.dedup();
     helpers.sort();
