@@ -2,5 +2,7 @@
 //! SPIFFE identities, TCP pass-through, L7 routing and authorization.
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod identity;
+pub mod metrics;
 pub mod tls;
