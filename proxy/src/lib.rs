@@ -6,3 +6,4 @@ pub mod authz;
 pub mod identity;
 pub mod metrics;
 pub mod tls;
+pub mod tunnel;

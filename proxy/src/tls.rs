@@ -83,6 +83,15 @@ pub fn server_name_for(destination: &SpiffeId) -> Result<ServerName<'static>, Er
     ServerName::try_from(name).map_err(|_| Error::ServerName(destination.clone()))
 }
 
+/// The managed identity whose SNI is `sni`, if any.
+pub fn identity_for_server_name(manager: &CertManager, sni: &str) -> Option<SpiffeId> {
+    manager.identities().into_iter().find(|id| {
+        server_name_for(id)
+            .map(|name| name.to_str() == sni)
+            .unwrap_or(false)
+    })
+}
+
 /// Client config for one tunnel: presents `source`'s current certificate,
 /// accepts only a server proving `destination`.
 pub fn client_config(
@@ -107,6 +116,32 @@ pub fn client_config(
             manager.clone(),
             source.clone(),
         )));
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.resumption = Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// Client config presenting exactly `cert` rather than the current
+/// certificate of an identity, e.g. to pin one leaf for a diagnostic probe.
+pub fn client_config_with_cert(
+    manager: &CertManager,
+    cert: &crate::identity::WorkloadCert,
+    destination: &SpiffeId,
+) -> Result<Arc<ClientConfig>, Error> {
+    let provider = provider();
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|source| Error::Config {
+            side: "client",
+            source,
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier::SpiffeServerVerifier::new(
+            manager.clone(),
+            destination.clone(),
+            provider,
+        )))
+        .with_client_cert_resolver(Arc::new(resolver::FixedClientCert::new(cert)));
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.resumption = Resumption::disabled();
     Ok(Arc::new(config))

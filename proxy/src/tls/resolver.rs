@@ -9,8 +9,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tracing::debug;
 
-use super::server_name_for;
-use crate::identity::{CertManager, SpiffeId};
+use super::identity_for_server_name;
+use crate::identity::{CertManager, SpiffeId, WorkloadCert};
 
 /// Presents the source workload's current certificate.
 #[derive(Debug)]
@@ -44,6 +44,35 @@ impl ResolvesClientCert for ClientCertResolver {
     }
 }
 
+/// Presents one fixed certificate, whatever the manager holds now.
+#[derive(Debug)]
+pub struct FixedClientCert {
+    certified: Arc<CertifiedKey>,
+}
+
+impl FixedClientCert {
+    /// A resolver always presenting `cert`.
+    pub fn new(cert: &WorkloadCert) -> Self {
+        Self {
+            certified: cert.certified_key(),
+        }
+    }
+}
+
+impl ResolvesClientCert for FixedClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.certified.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// Presents the certificate of the destination workload named in SNI.
 #[derive(Debug)]
 pub struct ServerCertResolver {
@@ -60,12 +89,7 @@ impl ServerCertResolver {
 impl ResolvesServerCert for ServerCertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let sni = hello.server_name()?;
-        let id = self.manager.identities().into_iter().find(|id| {
-            server_name_for(id)
-                .map(|name| name.to_str() == sni)
-                .unwrap_or(false)
-        });
-        match id {
+        match identity_for_server_name(&self.manager, sni) {
             Some(id) => self.manager.current(&id).map(|c| c.certified_key()),
             None => {
                 debug!(sni, "no local workload for requested server name");
