@@ -21,7 +21,7 @@ use crate::identity::{self, CertManager, SpiffeId};
 
 /// The peer's certificate chains to the bundle but does not carry an
 /// acceptable identity.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum IdentityError {
     /// No readable SPIFFE id in the leaf.
     #[error("peer certificate has no valid SPIFFE id: {0}")]
@@ -42,6 +42,13 @@ pub enum IdentityError {
         /// This mesh's trust domain.
         trust_domain: String,
     },
+}
+
+// rustls prints wrapped errors with `Debug`; make that the readable message.
+impl std::fmt::Debug for IdentityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl From<IdentityError> for rustls::Error {
