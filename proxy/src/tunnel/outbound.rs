@@ -194,8 +194,8 @@ impl Outbound {
         Ok(stats)
     }
 
-    /// Sends the CONNECT; retries once on a fresh connection if the pooled
-    /// one turned out to be closed.
+    /// Sends the CONNECT; retries once on a new connection if a reused
+    /// pooled one turned out to be closed.
     async fn open_stream(
         &self,
         key: &PoolKey,
@@ -204,7 +204,7 @@ impl Outbound {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut pooled = self.connection(key, attempt > 1).await?;
+            let (mut pooled, fresh) = self.connection(key, attempt > 1).await?;
             let request = Request::builder()
                 .method(Method::CONNECT)
                 .version(Version::HTTP_2)
@@ -220,7 +220,7 @@ impl Outbound {
             };
             match sent {
                 Ok(response) => return Ok((response, pooled.tunnel)),
-                Err(e) if attempt == 1 && (e.is_closed() || e.is_canceled()) => {
+                Err(e) if !fresh && attempt == 1 && (e.is_closed() || e.is_canceled()) => {
                     debug!(error = %e, "pooled connection closed, reconnecting");
                 }
                 Err(source) => {
@@ -233,7 +233,9 @@ impl Outbound {
         }
     }
 
-    async fn connection(&self, key: &PoolKey, force_new: bool) -> Result<Pooled, Error> {
+    /// The pooled connection for `key`, made if missing or stale; `true`
+    /// if it was made by this call.
+    async fn connection(&self, key: &PoolKey, force_new: bool) -> Result<(Pooled, bool), Error> {
         let slot = self
             .inner
             .pool
@@ -253,11 +255,11 @@ impl Outbound {
         if let Some(p) = slot.as_ref().filter(|p| {
             !force_new && !p.sender.is_closed() && p.cert_serial == serial && p.trust_epoch == epoch
         }) {
-            return Ok(p.clone());
+            return Ok((p.clone(), false));
         }
         let pooled = self.connect(key, serial, epoch).await?;
         *slot = Some(pooled.clone());
-        Ok(pooled)
+        Ok((pooled, true))
     }
 
     async fn connect(&self, key: &PoolKey, serial: String, epoch: u64) -> Result<Pooled, Error> {
