@@ -1,9 +1,12 @@
 //! Authorization of mesh connections, with Istio's semantics.
 //!
 //! The agent turns its policy resources into these plain types and, having
-//! resolved label selectors itself, hands each workload (keyed by its IP)
-//! the policies that target it. A request is decided in this order:
+//! resolved label selectors itself, registers each local workload (keyed by
+//! its IP) with its identity and the policies that target it. A request is
+//! decided in this order:
 //!
+//! 0. the destination address must be a registered local workload whose
+//!    identity is the one the client asked for (fail closed otherwise);
 //! 1. any matching `DENY` policy denies;
 //! 2. if any `ALLOW` policy targets the workload, one must match, otherwise
 //!    the request is denied;
@@ -139,6 +142,11 @@ pub enum Reason {
     DefaultAllow,
     /// No ALLOW policy; the mesh default is deny.
     DefaultDeny,
+    /// The destination address is not a workload registered on this node.
+    UnknownDestination,
+    /// The destination workload's identity is not the one the client
+    /// authenticated to.
+    DestinationMismatch,
 }
 
 impl Reason {
@@ -150,6 +158,8 @@ impl Reason {
             Self::NoAllowMatched => "no_allow_matched",
             Self::DefaultAllow => "default_allow",
             Self::DefaultDeny => "default_deny",
+            Self::UnknownDestination => "unknown_destination",
+            Self::DestinationMismatch => "destination_mismatch",
         }
     }
 }
@@ -224,14 +234,20 @@ pub trait Authorize: Send + Sync + 'static {
     fn authorize(&self, req: &AuthzRequest) -> Decision;
 }
 
+#[derive(Debug)]
+struct Workload {
+    identity: SpiffeId,
+    policies: Vec<Policy>,
+}
+
 #[derive(Debug, Default)]
 struct PolicyState {
     default: DefaultAction,
-    workloads: HashMap<IpAddr, Arc<[Policy]>>,
+    workloads: HashMap<IpAddr, Arc<Workload>>,
 }
 
-/// Holds the policies per destination workload and the mesh default;
-/// decides, logs and counts. Updates are atomic swaps.
+/// Holds the local workloads (IP, identity, policies) and the mesh
+/// default; decides, logs and counts. Updates are atomic swaps.
 #[derive(Debug)]
 pub struct Authorizer {
     state: ArcSwap<PolicyState>,
@@ -258,12 +274,14 @@ impl Authorizer {
         });
     }
 
-    /// Replaces the policies targeting the workload at `workload` (pod IP).
-    pub fn set_workload_policies(&self, workload: IpAddr, policies: Vec<Policy>) {
-        let policies: Arc<[Policy]> = policies.into();
+    /// Registers (or updates) the local workload at `address` (pod IP) with
+    /// its identity and the policies targeting it. Connections to addresses
+    /// not registered here are denied.
+    pub fn set_workload(&self, address: IpAddr, identity: SpiffeId, policies: Vec<Policy>) {
+        let workload = Arc::new(Workload { identity, policies });
         self.state.rcu(|old| {
             let mut workloads = old.workloads.clone();
-            workloads.insert(workload, policies.clone());
+            workloads.insert(address, workload.clone());
             PolicyState {
                 default: old.default,
                 workloads,
@@ -271,11 +289,11 @@ impl Authorizer {
         });
     }
 
-    /// Forgets the policies of a workload that left.
-    pub fn remove_workload(&self, workload: IpAddr) {
+    /// Forgets a workload that left the node.
+    pub fn remove_workload(&self, address: IpAddr) {
         self.state.rcu(|old| {
             let mut workloads = old.workloads.clone();
-            workloads.remove(&workload);
+            workloads.remove(&address);
             PolicyState {
                 default: old.default,
                 workloads,
@@ -287,19 +305,24 @@ impl Authorizer {
 impl Authorize for Authorizer {
     fn authorize(&self, req: &AuthzRequest) -> Decision {
         let state = self.state.load();
-        let policies = state
-            .workloads
-            .get(&req.destination_addr.ip())
-            .map(|p| &p[..])
-            .unwrap_or(&[]);
-        let decision = evaluate(
-            policies,
-            state.default,
-            &Request {
-                source: req.source.as_ref(),
-                port: req.destination_addr.port(),
-            },
-        );
+        let refuse = |reason| Decision {
+            allowed: false,
+            reason,
+            policy: None,
+            audited: Vec::new(),
+        };
+        let decision = match state.workloads.get(&req.destination_addr.ip()) {
+            None => refuse(Reason::UnknownDestination),
+            Some(w) if w.identity != req.destination => refuse(Reason::DestinationMismatch),
+            Some(w) => evaluate(
+                &w.policies,
+                state.default,
+                &Request {
+                    source: req.source.as_ref(),
+                    port: req.destination_addr.port(),
+                },
+            ),
+        };
         let source = req
             .source
             .as_ref()
@@ -548,8 +571,20 @@ mod tests {
         let metrics = Arc::new(Metrics::new(&registry).unwrap());
         let authz = Authorizer::new(DefaultAction::Allow, metrics.clone());
         let dst: SocketAddr = "10.0.0.7:80".parse().unwrap();
-        authz.set_workload_policies(
+        let req = AuthzRequest {
+            source: Some(id("ns/a/sa/b")),
+            destination: id("ns/x/sa/y"),
+            destination_addr: dst,
+            source_cert_serial: None,
+        };
+        assert_eq!(authz.authorize(&req).reason, Reason::UnknownDestination);
+        authz.set_workload(dst.ip(), id("ns/x/sa/other"), vec![]);
+        assert_eq!(authz.authorize(&req).reason, Reason::DestinationMismatch);
+        assert_eq!(metrics.authz_count("deny", "unknown_destination"), 1);
+        assert_eq!(metrics.authz_count("deny", "destination_mismatch"), 1);
+        authz.set_workload(
             dst.ip(),
+            id("ns/x/sa/y"),
             vec![
                 policy("audit", Action::Audit, vec![Rule::default()]),
                 policy(
@@ -562,20 +597,16 @@ mod tests {
                 ),
             ],
         );
-        let req = AuthzRequest {
-            source: Some(id("ns/a/sa/b")),
-            destination: id("ns/x/sa/y"),
-            destination_addr: dst,
-            source_cert_serial: None,
-        };
         assert!(!authz.authorize(&req).allowed);
         assert_eq!(metrics.authz_count("deny", "deny_policy"), 1);
         assert_eq!(metrics.authz_count("audit", "audit_policy"), 1);
-        authz.remove_workload(dst.ip());
+        authz.set_workload(dst.ip(), id("ns/x/sa/y"), vec![]);
         assert!(authz.authorize(&req).allowed);
         assert_eq!(metrics.authz_count("allow", "default_allow"), 1);
         authz.set_default(DefaultAction::Deny);
         assert!(!authz.authorize(&req).allowed);
         assert_eq!(metrics.authz_count("deny", "default_deny"), 1);
+        authz.remove_workload(dst.ip());
+        assert_eq!(authz.authorize(&req).reason, Reason::UnknownDestination);
     }
 }

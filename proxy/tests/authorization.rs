@@ -32,8 +32,9 @@ async fn allow_policy_admits_only_matching_sources() {
     .await;
     let intruder = id("ns/client/sa/intruder");
     fx.client.manager.add_identity(&intruder).unwrap();
-    fx.authz.set_workload_policies(
+    fx.authz.set_workload(
         fx.echo_addr.ip(),
+        fx.destination.clone(),
         vec![policy(
             "server/allow-app",
             Action::Allow,
@@ -57,8 +58,9 @@ async fn allow_policy_admits_only_matching_sources() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deny_policy_wins_over_allow() {
     let fx = Fixture::new(FixtureOptions::default()).await;
-    fx.authz.set_workload_policies(
+    fx.authz.set_workload(
         fx.echo_addr.ip(),
+        fx.destination.clone(),
         vec![
             policy(
                 "server/allow-all",
@@ -82,7 +84,8 @@ async fn deny_policy_wins_over_allow() {
     assert_eq!(fx.server.metrics.authz_count("deny", "deny_policy"), 1);
     assert_eq!(fx.server.metrics.authz_count("allow", "allow_policy"), 0);
     // Lifting the DENY lets the same source through on the same tunnel.
-    fx.authz.set_workload_policies(fx.echo_addr.ip(), vec![]);
+    fx.authz
+        .set_workload(fx.echo_addr.ip(), fx.destination.clone(), vec![]);
     assert_eq!(fx.round_trip(b"now allowed").await.unwrap(), b"now allowed");
     assert_eq!(fx.server.metrics.handshake_count("inbound", "ok"), 1);
 }
@@ -90,8 +93,9 @@ async fn deny_policy_wins_over_allow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_policy_counts_but_never_blocks() {
     let fx = Fixture::new(FixtureOptions::default()).await;
-    fx.authz.set_workload_policies(
+    fx.authz.set_workload(
         fx.echo_addr.ip(),
+        fx.destination.clone(),
         vec![policy(
             "server/audit-app",
             Action::Audit,
@@ -109,4 +113,26 @@ async fn audit_policy_counts_but_never_blocks() {
     assert_eq!(m.authz_count("audit", "audit_policy"), 3);
     assert_eq!(m.authz_count("allow", "default_allow"), 3);
     assert_eq!(m.authz_count("deny", "deny_policy"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_another_workload_than_the_authenticated_one_is_denied() {
+    let fx = Fixture::new(FixtureOptions::default()).await;
+    // 127.0.0.1 now belongs to another workload than the one whose
+    // certificate the tunnel was authenticated with.
+    fx.authz
+        .set_workload(fx.echo_addr.ip(), id("ns/server/sa/someone-else"), vec![]);
+    assert_eq!(refused_status(&fx, &fx.source).await, 403);
+    assert_eq!(
+        fx.server
+            .metrics
+            .authz_count("deny", "destination_mismatch"),
+        1
+    );
+    fx.authz.remove_workload(fx.echo_addr.ip());
+    assert_eq!(refused_status(&fx, &fx.source).await, 403);
+    assert_eq!(
+        fx.server.metrics.authz_count("deny", "unknown_destination"),
+        1
+    );
 }

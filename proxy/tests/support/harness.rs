@@ -154,6 +154,12 @@ impl Fixture {
             options.default_action,
             server.metrics.clone(),
         ));
+        // The echo workload (and any other test server) lives on 127.0.0.1.
+        authz.set_workload(
+            "127.0.0.1".parse().unwrap(),
+            destination.clone(),
+            Vec::new(),
+        );
         let recording = Arc::new(Recording {
             inner: authz.clone(),
             seen: Mutex::new(Vec::new()),
