@@ -161,3 +161,39 @@ async fn client_stalling_mid_handshake_times_out() {
     assert!(started.elapsed() >= Duration::from_millis(900));
     assert_rejected_then_serves(&fx, "timeout").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_beyond_the_limit_are_shed() {
+    let fx = Fixture::new(FixtureOptions {
+        handshake_timeout: Duration::from_secs(1),
+        max_pending_handshakes: 1,
+        ..FixtureOptions::default()
+    })
+    .await;
+    // One client holds the only handshake slot by stalling...
+    let mut staller = TcpStream::connect(fx.tunnel_addr).await.unwrap();
+    staller.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...so the next connection is closed at once.
+    let mut shed = TcpStream::connect(fx.tunnel_addr).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), shed.read_to_end(&mut sink))
+        .await
+        .expect("connection over the limit was not closed");
+    let metrics = &fx.server.metrics;
+    assert!(
+        eventually(Duration::from_secs(5), || metrics
+            .handshake_count("inbound", "overloaded")
+            == 1)
+        .await
+    );
+    // Once the staller times out, the slot is free for a good client.
+    assert!(
+        eventually(Duration::from_secs(5), || metrics
+            .handshake_count("inbound", "timeout")
+            == 1)
+        .await
+    );
+    let payload = pattern(1000, 5);
+    assert_eq!(fx.round_trip(&payload).await.unwrap(), payload);
+}

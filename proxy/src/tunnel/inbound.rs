@@ -21,6 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::CertificateError;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -45,6 +46,9 @@ pub struct InboundConfig {
     pub stream_window: u32,
     /// HTTP/2 per-connection flow-control window.
     pub connection_window: u32,
+    /// TLS handshakes in progress at once; connections beyond are closed
+    /// at once and counted with reason `overloaded`.
+    pub max_pending_handshakes: usize,
 }
 
 impl Default for InboundConfig {
@@ -55,6 +59,7 @@ impl Default for InboundConfig {
             max_concurrent_streams: 200,
             stream_window: 1024 * 1024,
             connection_window: 4 * 1024 * 1024,
+            max_pending_handshakes: 1024,
         }
     }
 }
@@ -66,6 +71,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     config: InboundConfig,
     acceptor: TlsAcceptor,
+    handshakes: Arc<Semaphore>,
 }
 
 /// The inbound tunnel server. Cheap to clone.
@@ -124,8 +130,10 @@ impl Inbound {
         config: InboundConfig,
     ) -> Result<Self, Error> {
         let acceptor = TlsAcceptor::from(tls::server_config(&manager)?);
+        let handshakes = Arc::new(Semaphore::new(config.max_pending_handshakes));
         Ok(Self {
             inner: Arc::new(Inner {
+                handshakes,
                 manager,
                 authz,
                 registry,
@@ -160,9 +168,15 @@ impl Inbound {
 
     async fn serve_connection(&self, tcp: TcpStream, peer: SocketAddr) {
         let inner = &self.inner;
+        let Ok(permit) = inner.handshakes.clone().try_acquire_owned() else {
+            inner.metrics.handshake("inbound", "overloaded");
+            warn!(%peer, reason = "overloaded", "inbound TLS handshake rejected");
+            return;
+        };
         let _ = tcp.set_nodelay(true);
         let accepted =
             tokio::time::timeout(inner.config.handshake_timeout, inner.acceptor.accept(tcp)).await;
+        drop(permit);
         let tls = match accepted {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {

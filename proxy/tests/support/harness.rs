@@ -126,6 +126,7 @@ pub struct FixtureOptions {
     pub lifetime: Duration,
     pub default_action: DefaultAction,
     pub handshake_timeout: Duration,
+    pub max_pending_handshakes: usize,
 }
 
 impl Default for FixtureOptions {
@@ -134,6 +135,7 @@ impl Default for FixtureOptions {
             lifetime: Duration::from_secs(3600),
             default_action: DefaultAction::Allow,
             handshake_timeout: Duration::from_secs(10),
+            max_pending_handshakes: 64,
         }
     }
 }
@@ -171,6 +173,7 @@ impl Fixture {
             server.metrics.clone(),
             InboundConfig {
                 handshake_timeout: options.handshake_timeout,
+                max_pending_handshakes: options.max_pending_handshakes,
                 ..InboundConfig::default()
             },
         )
