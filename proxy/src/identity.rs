@@ -263,6 +263,52 @@ mod tests {
         }
     }
 
+    fn issued_with_sans(sans: Vec<rcgen::SanType>) -> Vec<u8> {
+        let ca = ca::CaFiles::generate(&Default::default()).unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = sans;
+        params
+            .signed_by(&key, ca.issuer.signer())
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    #[test]
+    fn reads_exactly_one_uri_san_from_certificates() {
+        let uri = |s: &str| rcgen::SanType::URI(s.try_into().unwrap());
+        let one = issued_with_sans(vec![
+            rcgen::SanType::DnsName("web.example".try_into().unwrap()),
+            uri("spiffe://cluster.local/ns/a/sa/b"),
+        ]);
+        assert_eq!(
+            SpiffeId::from_cert_der(&one).unwrap().to_string(),
+            "spiffe://cluster.local/ns/a/sa/b"
+        );
+        let two = issued_with_sans(vec![
+            uri("spiffe://cluster.local/ns/a/sa/b"),
+            uri("spiffe://cluster.local/ns/a/sa/c"),
+        ]);
+        assert_eq!(
+            SpiffeId::from_cert_der(&two),
+            Err(Error::MultipleUriSans(2))
+        );
+        let none = issued_with_sans(vec![rcgen::SanType::DnsName(
+            "web.example".try_into().unwrap(),
+        )]);
+        assert_eq!(SpiffeId::from_cert_der(&none), Err(Error::NoUriSan));
+        let bad = issued_with_sans(vec![uri("https://cluster.local/ns/a/sa/b")]);
+        assert!(matches!(
+            SpiffeId::from_cert_der(&bad),
+            Err(Error::MissingScheme(_))
+        ));
+        assert!(matches!(
+            SpiffeId::from_cert_der(b"not a certificate"),
+            Err(Error::CertificateParse(_))
+        ));
+    }
+
     #[test]
     fn serializes_as_uri_string() {
         let id = SpiffeId::new("example.org", "ns1", "sa1").unwrap();

@@ -350,6 +350,16 @@ impl Outbound {
         })
     }
 
+    /// Drops the pooled connections of a source identity that left the
+    /// node; open streams finish on their own.
+    pub fn forget_source(&self, source: &SpiffeId) {
+        self.inner
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|key, _| &key.source != source);
+    }
+
     /// Drops every pooled connection; open streams finish on their own.
     pub fn clear_pool(&self) {
         self.inner
