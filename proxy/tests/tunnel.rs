@@ -233,3 +233,46 @@ async fn local_delivery_authorizes_and_splices_in_plaintext() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_identities_never_share_a_tls_connection() {
+    let fx = Fixture::new(FixtureOptions::default()).await;
+    let other = harness::id("ns/client/sa/other");
+    fx.client.manager.add_identity(&other).unwrap();
+    for round in 0..3u32 {
+        for source in [&fx.source, &other] {
+            let payload = pattern(100, round);
+            assert_eq!(
+                fx.round_trip_as(fx.route_from(source), &payload)
+                    .await
+                    .unwrap(),
+                payload
+            );
+        }
+    }
+    assert_eq!(fx.client.metrics.opened_count(ConnKind::TunnelOutbound), 2);
+    let seen: Vec<_> = fx
+        .recording
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.source.clone().unwrap())
+        .collect();
+    assert_eq!(seen.len(), 6);
+    assert_eq!(seen.iter().filter(|s| **s == other).count(), 3);
+    assert_eq!(seen.iter().filter(|s| **s == fx.source).count(), 3);
+    // A departed source's pooled connection is dropped with it.
+    fx.outbound.forget_source(&other);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            fx.client
+                .registry
+                .snapshot()
+                .tunnels
+                .iter()
+                .all(|t| t.meta.source != other)
+        })
+        .await
+    );
+}

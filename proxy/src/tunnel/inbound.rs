@@ -46,6 +46,9 @@ pub struct InboundConfig {
     pub stream_window: u32,
     /// HTTP/2 per-connection flow-control window.
     pub connection_window: u32,
+    /// Interval of HTTP/2 PINGs that detect a dead peer on an idle tunnel;
+    /// a PING unanswered for this long again closes the tunnel.
+    pub keepalive: Option<Duration>,
     /// TLS handshakes in progress at once; connections beyond are closed
     /// at once and counted with reason `overloaded`.
     pub max_pending_handshakes: usize,
@@ -59,6 +62,7 @@ impl Default for InboundConfig {
             max_concurrent_streams: 200,
             stream_window: 1024 * 1024,
             connection_window: 4 * 1024 * 1024,
+            keepalive: Some(Duration::from_secs(30)),
             max_pending_handshakes: 1024,
         }
     }
@@ -233,13 +237,17 @@ impl Inbound {
             let ctx = ctx.clone();
             async move { Ok::<_, Infallible>(ctx.handle(req).await) }
         });
-        let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
             .max_concurrent_streams(inner.config.max_concurrent_streams)
             .initial_stream_window_size(inner.config.stream_window)
             .initial_connection_window_size(inner.config.connection_window)
-            .serve_connection(TokioIo::new(tls), service)
-            .await;
+            .keep_alive_interval(inner.config.keepalive);
+        if let Some(timeout) = inner.config.keepalive {
+            builder.keep_alive_timeout(timeout);
+        }
+        let served = builder.serve_connection(TokioIo::new(tls), service).await;
         if let Err(error) = served {
             debug!(%peer, %error, "inbound tunnel ended with error");
         }

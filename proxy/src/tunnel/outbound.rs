@@ -40,6 +40,9 @@ pub struct OutboundConfig {
     pub stream_window: u32,
     /// HTTP/2 per-connection flow-control window.
     pub connection_window: u32,
+    /// Interval of HTTP/2 PINGs that detect a dead peer on an idle tunnel;
+    /// a PING unanswered for this long again closes the tunnel.
+    pub keepalive: Option<Duration>,
 }
 
 impl Default for OutboundConfig {
@@ -49,6 +52,7 @@ impl Default for OutboundConfig {
             handshake_timeout: Duration::from_secs(10),
             stream_window: 1024 * 1024,
             connection_window: 4 * 1024 * 1024,
+            keepalive: Some(Duration::from_secs(30)),
         }
     }
 }
