@@ -276,3 +276,112 @@ async fn source_identities_never_share_a_tls_connection() {
         .await
     );
 }
+
+/// A second inbound listener on the fixture's server node, stoppable.
+async fn drainable_inbound(
+    fx: &Fixture,
+    drain_timeout: Duration,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    use nodemesh_proxy::tunnel::{Inbound, InboundConfig};
+    let inbound = Inbound::new(
+        fx.server.manager.clone(),
+        fx.recording.clone(),
+        fx.server.registry.clone(),
+        fx.server.metrics.clone(),
+        InboundConfig {
+            drain_timeout,
+            ..InboundConfig::default()
+        },
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        inbound
+            .serve_until(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (addr, stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_open_streams_and_refuses_new_connections() {
+    let fx = Fixture::new(FixtureOptions::default()).await;
+    let (addr, stop, serving) = drainable_inbound(&fx, Duration::from_secs(60)).await;
+    let mut route = fx.route();
+    route.peer = addr;
+    let (mut app, task) = fx.app_connection(route).await;
+    app.write_all(b"before").await.unwrap();
+    let mut buf = [0u8; 6];
+    app.read_exact(&mut buf).await.unwrap();
+
+    stop.send(()).unwrap();
+    assert!(
+        eventually_async(Duration::from_secs(5), || async {
+            TcpStream::connect(addr).await.is_err()
+        })
+        .await,
+        "listener still accepting after shutdown"
+    );
+    // The stream opened before the shutdown keeps working during the drain.
+    app.write_all(b"during").await.unwrap();
+    app.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"during");
+    assert!(
+        !serving.is_finished(),
+        "drain ended with a stream still open"
+    );
+    app.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    app.read_to_end(&mut rest).await.unwrap();
+    task.await.unwrap().unwrap();
+    // With its last stream done, the drain completes well before its limit.
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("drain did not complete after the last stream closed")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_closes_streams_that_do_not_finish() {
+    let fx = Fixture::new(FixtureOptions::default()).await;
+    let (addr, stop, serving) = drainable_inbound(&fx, Duration::from_secs(1)).await;
+    let mut route = fx.route();
+    route.peer = addr;
+    let (mut app, task) = fx.app_connection(route).await;
+    app.write_all(b"x").await.unwrap();
+    let mut buf = [0u8; 1];
+    app.read_exact(&mut buf).await.unwrap();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("drain timeout not enforced")
+        .unwrap();
+    // The application sees its connection end.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(STEP_TIMEOUT, app.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "application connection left hanging");
+    let _ = tokio::time::timeout(STEP_TIMEOUT, task).await.unwrap();
+}
+
+async fn eventually_async<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}

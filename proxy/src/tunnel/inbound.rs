@@ -21,7 +21,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::CertificateError;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -49,6 +50,9 @@ pub struct InboundConfig {
     /// Interval of HTTP/2 PINGs that detect a dead peer on an idle tunnel;
     /// a PING unanswered for this long again closes the tunnel.
     pub keepalive: Option<Duration>,
+    /// How long open streams may go on after [`Inbound::serve_until`]'s
+    /// shutdown signal.
+    pub drain_timeout: Duration,
     /// TLS handshakes in progress at once; connections beyond are closed
     /// at once and counted with reason `overloaded`.
     pub max_pending_handshakes: usize,
@@ -64,6 +68,7 @@ impl Default for InboundConfig {
             connection_window: 4 * 1024 * 1024,
             keepalive: Some(Duration::from_secs(30)),
             max_pending_handshakes: 1024,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -148,29 +153,69 @@ impl Inbound {
         })
     }
 
-    /// Accepts tunnels on `listener` until the returned future is dropped.
-    /// Each connection runs in its own task.
+    /// Accepts tunnels on `listener` forever. Each connection runs in its
+    /// own task, which outlives this future if it is dropped; use
+    /// [`Inbound::serve_until`] for an orderly drain.
     pub async fn serve(&self, listener: TcpListener) {
-        let local = listener.local_addr().ok();
-        info!(address = ?local, component = "inbound", "tunnel listener established");
-        loop {
-            match listener.accept().await {
-                Ok((tcp, peer)) => {
-                    let this = self.clone();
-                    tokio::spawn(
-                        async move { this.serve_connection(tcp, peer).await }
-                            .instrument(info_span!("inbound", %peer)),
-                    );
-                }
-                Err(error) => {
-                    warn!(%error, "accepting tunnel connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        self.serve_until(listener, std::future::pending()).await;
     }
 
-    async fn serve_connection(&self, tcp: TcpStream, peer: SocketAddr) {
+    /// Accepts tunnels on `listener` until `shutdown` completes, then drains:
+    /// the listener is closed, every tunnel is sent an HTTP/2 GOAWAY so no
+    /// new stream starts, and open streams may finish for up to
+    /// `InboundConfig::drain_timeout`, after which the rest are closed.
+    /// Returns when every tunnel has ended.
+    pub async fn serve_until(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let local = listener.local_addr().ok();
+        info!(address = ?local, component = "inbound", "tunnel listener established");
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let this = self.clone();
+                        let drain = drain_rx.clone();
+                        connections.spawn(
+                            async move { this.serve_connection(tcp, peer, drain).await }
+                                .instrument(info_span!("inbound", %peer)),
+                        );
+                    }
+                    Err(error) => {
+                        warn!(%error, "accepting tunnel connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                // Reap finished connection tasks as we go.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        drop(listener);
+        let live = connections.len();
+        info!(address = ?local, live, "tunnel listener closed, draining");
+        let _ = drain_tx.send(true);
+        let drained = tokio::time::timeout(self.inner.config.drain_timeout, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                remaining = connections.len(),
+                "drain timeout reached, closing remaining tunnels"
+            );
+            connections.shutdown().await;
+        }
+        info!(address = ?local, "tunnel listener drained");
+    }
+
+    async fn serve_connection(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        mut drain: watch::Receiver<bool>,
+    ) {
         let inner = &self.inner;
         let Ok(permit) = inner.handshakes.clone().try_acquire_owned() else {
             inner.metrics.handshake("inbound", "overloaded");
@@ -247,12 +292,31 @@ impl Inbound {
         if let Some(timeout) = inner.config.keepalive {
             builder.keep_alive_timeout(timeout);
         }
-        let served = builder.serve_connection(TokioIo::new(tls), service).await;
+        let connection = builder.serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(connection);
+        let served = tokio::select! {
+            served = connection.as_mut() => served,
+            () = draining(&mut drain) => {
+                debug!(%peer, "draining inbound tunnel");
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
         if let Err(error) = served {
             debug!(%peer, %error, "inbound tunnel ended with error");
         }
         inner.metrics.closed(ConnKind::TunnelInbound);
         drop(guard);
+    }
+}
+
+/// Completes once the listener starts draining; never if it went away
+/// without draining.
+async fn draining(drain: &mut watch::Receiver<bool>) {
+    while !*drain.borrow_and_update() {
+        if drain.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
