@@ -286,14 +286,20 @@ impl Outbound {
                 .await
                 .map_err(|source| Error::Handshake { addr: peer, source })?;
             let info = tls::peer_info(tls.get_ref().1);
-            let (sender, connection) =
-                hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .initial_stream_window_size(config.stream_window)
-                    .initial_connection_window_size(config.connection_window)
-                    .handshake(TokioIo::new(tls))
-                    .await
-                    .map_err(|source| Error::Http2 { addr: peer, source })?;
+            let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .initial_stream_window_size(config.stream_window)
+                .initial_connection_window_size(config.connection_window)
+                .keep_alive_interval(config.keepalive)
+                .keep_alive_while_idle(true);
+            if let Some(timeout) = config.keepalive {
+                builder.keep_alive_timeout(timeout);
+            }
+            let (sender, connection) = builder
+                .handshake(TokioIo::new(tls))
+                .await
+                .map_err(|source| Error::Http2 { addr: peer, source })?;
             Ok::<_, Error>((info, sender, connection))
         };
         let (info, sender, connection) =
