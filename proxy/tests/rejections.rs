@@ -65,7 +65,9 @@ async fn client_cert_from_another_ca() {
     let fx = Fixture::new(FixtureOptions::default()).await;
     let rogue = CaFiles::generate(&Default::default()).unwrap();
     // Trusts the real server, but its own leaf comes from a rogue issuer.
-    let node = Node::new(rogue.issuer, fx.ca.bundle.clone(), Duration::from_secs(60));
+    let mut bundle = fx.ca.bundle.clone();
+    bundle.add(rogue.root.cert_der().clone());
+    let node = Node::new(rogue.issuer, bundle, Duration::from_secs(60));
     node.manager.add_identity(&fx.source).unwrap();
     let config = tls::client_config(&node.manager, &fx.source, &fx.destination).unwrap();
     attempt(&fx, config).await;

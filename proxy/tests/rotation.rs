@@ -137,6 +137,10 @@ async fn trust_anchor_rotation_without_failed_requests() {
     for node in nodes {
         node.manager.set_trust_bundle(only_new.clone()).unwrap();
     }
+    // Removing the new root while its issuer is in use is refused.
+    for node in nodes {
+        assert!(node.manager.set_trust_bundle(fx.ca.bundle.clone()).is_err());
+    }
     pause().await;
     stop.store(true, Ordering::SeqCst);
     let failures = traffic.await.unwrap();
@@ -155,10 +159,10 @@ async fn trust_anchor_rotation_without_failed_requests() {
     assert_ne!(&leaf.chain()[1], fx.ca.issuer.cert_der());
     assert!(fx.server.metrics.handshake_count("inbound", "ok") >= 4);
 
-    // A node still on the old issuer is now refused.
+    // A node still on the old issuer (trusting both roots) is now refused.
     let stale = Node::new(
         Authority::from_pem(fx.ca.issuer.cert_pem(), fx.ca.issuer.key_pem()).unwrap(),
-        only_new,
+        both,
         Duration::from_secs(3600),
     );
     stale.manager.add_identity(&fx.source).unwrap();

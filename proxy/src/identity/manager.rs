@@ -42,6 +42,11 @@ pub enum Error {
         /// This mesh's trust domain.
         trust_domain: String,
     },
+    /// The issuer does not chain to the trust bundle, so peers holding the
+    /// same bundle would refuse every leaf it signs. Refused to avoid an
+    /// outage from running the anchor-rotation steps out of order.
+    #[error("issuer does not chain to the trust bundle: {0}")]
+    IssuerNotTrusted(String),
     /// Rotation tasks need a tokio runtime.
     #[error("the certificate manager must be used inside a tokio runtime")]
     NoRuntime,
@@ -134,6 +139,7 @@ impl CertManager {
         config: CertManagerConfig,
     ) -> Result<Self, Error> {
         let roots = bundle.root_store()?;
+        check_issuer(&issuer, &roots, &config.trust_domain)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -227,8 +233,10 @@ impl CertManager {
     }
 
     /// Replaces the trust bundle. New handshakes verify against it at once.
+    /// Refused if the current issuer does not chain to it.
     pub fn set_trust_bundle(&self, bundle: TrustBundle) -> Result<(), Error> {
         let roots = bundle.root_store()?;
+        check_issuer(&self.inner.issuer.load(), &roots, self.trust_domain())?;
         let epoch = self.inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         info!(anchors = bundle.len(), epoch, "trust bundle replaced");
         self.inner.trust.store(Arc::new(TrustAnchors {
@@ -240,7 +248,9 @@ impl CertManager {
     }
 
     /// Replaces the issuer and re-mints every leaf with it right away.
+    /// Refused if `issuer` does not chain to the current trust bundle.
     pub fn set_issuer(&self, issuer: Authority) -> Result<(), Error> {
+        check_issuer(&issuer, &self.trust_anchors().roots, self.trust_domain())?;
         self.inner.issuer.store(Arc::new(issuer));
         let slots: Vec<(SpiffeId, Arc<Slot>)> = self
             .inner
@@ -265,6 +275,27 @@ impl Inner {
         let issuer = self.issuer.load();
         WorkloadCert::mint(&issuer, id, self.config.leaf_lifetime)
     }
+}
+
+/// Mints a throwaway leaf with `issuer` and verifies it against `roots`.
+fn check_issuer(
+    issuer: &Authority,
+    roots: &RootCertStore,
+    trust_domain: &str,
+) -> Result<(), Error> {
+    let probe = SpiffeId::new(trust_domain, "nodemesh-system", "issuer-probe")
+        .map_err(|e| Error::IssuerNotTrusted(e.to_string()))?;
+    let leaf = WorkloadCert::mint(issuer, &probe, Duration::from_secs(60))?;
+    let parsed = rustls::server::ParsedCertificate::try_from(&leaf.chain()[0])
+        .map_err(|e| Error::IssuerNotTrusted(e.to_string()))?;
+    rustls::client::verify_server_cert_signed_by_trust_anchor(
+        &parsed,
+        roots,
+        &leaf.chain()[1..],
+        rustls_pki_types::UnixTime::now(),
+        crate::tls::provider().signature_verification_algorithms.all,
+    )
+    .map_err(|e| Error::IssuerNotTrusted(e.to_string()))
 }
 
 async fn rotate(inner: std::sync::Weak<Inner>, id: SpiffeId, slot: Arc<Slot>) {
@@ -303,7 +334,7 @@ mod tests {
         let ca = CaFiles::generate(&Default::default()).unwrap();
         let manager = CertManager::new(
             ca.issuer,
-            ca.bundle,
+            ca.bundle.clone(),
             CertManagerConfig {
                 leaf_lifetime: Duration::from_secs(1),
                 ..Default::default()
@@ -325,6 +356,26 @@ mod tests {
         manager.set_issuer(issuer2).unwrap();
         let third = manager.current(&id).unwrap();
         assert_eq!(third.chain()[1], issuer2_der);
+
+        // Steps out of order are refused and change nothing.
+        let unrelated = CaFiles::generate(&Default::default()).unwrap();
+        assert!(matches!(
+            manager.set_issuer(unrelated.issuer),
+            Err(Error::IssuerNotTrusted(_))
+        ));
+        assert!(matches!(
+            manager.set_trust_bundle(unrelated.bundle.clone()),
+            Err(Error::IssuerNotTrusted(_))
+        ));
+        assert!(matches!(
+            CertManager::new(
+                unrelated.root,
+                ca.bundle.clone(),
+                CertManagerConfig::default()
+            ),
+            Err(Error::IssuerNotTrusted(_))
+        ));
+        assert_eq!(manager.current(&id).unwrap().serial(), third.serial());
 
         let foreign: SpiffeId = "spiffe://other.org/ns/a/sa/b".parse().unwrap();
         assert!(matches!(
