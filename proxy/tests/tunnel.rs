@@ -385,3 +385,53 @@ where
     }
     false
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_pooled_connections_are_closed_and_replaced() {
+    use nodemesh_proxy::tunnel::{Outbound, OutboundConfig};
+    let fx = Fixture::new(FixtureOptions::default()).await;
+    let outbound = Outbound::new(
+        fx.client.manager.clone(),
+        fx.client.registry.clone(),
+        fx.client.metrics.clone(),
+        OutboundConfig {
+            idle_timeout: Some(Duration::from_millis(300)),
+            ..OutboundConfig::default()
+        },
+    );
+    let round_trip = |payload: &'static [u8], hold: Duration| {
+        let outbound = outbound.clone();
+        let route = fx.route();
+        async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut app = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            let task = tokio::spawn(async move { outbound.proxy(accepted, route).await });
+            app.write_all(payload).await.unwrap();
+            tokio::time::sleep(hold).await;
+            app.shutdown().await.unwrap();
+            let mut echoed = Vec::new();
+            app.read_to_end(&mut echoed).await.unwrap();
+            task.await.unwrap().unwrap();
+            echoed
+        }
+    };
+    // A stream held open past the idle timeout keeps its connection pooled:
+    // the next stream, right after, reuses it.
+    let hold = Duration::from_millis(700);
+    assert_eq!(round_trip(b"first", hold).await, b"first");
+    assert_eq!(round_trip(b"again", Duration::ZERO).await, b"again");
+    assert_eq!(fx.client.metrics.opened_count(ConnKind::TunnelOutbound), 1);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            fx.client.registry.snapshot().tunnels.is_empty()
+                && fx.server.registry.snapshot().tunnels.is_empty()
+        })
+        .await,
+        "idle tunnel not closed on both sides"
+    );
+    assert_eq!(round_trip(b"second", Duration::ZERO).await, b"second");
+    assert_eq!(fx.client.metrics.opened_count(ConnKind::TunnelOutbound), 2);
+}

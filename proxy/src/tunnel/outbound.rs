@@ -5,10 +5,13 @@
 //! identity, peer node). A connection is not reused for new streams once
 //! the source certificate it was made with has been rotated or the trust
 //! bundle changed; it then drains on its own while a new one is made.
-//! Connections are never shared across source identities.
+//! Connections are never shared across source identities. A connection
+//! without streams for `OutboundConfig::idle_timeout` leaves the pool and
+//! closes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +43,8 @@ pub struct OutboundConfig {
     pub stream_window: u32,
     /// HTTP/2 per-connection flow-control window.
     pub connection_window: u32,
+    /// A pooled connection without streams for this long is closed.
+    pub idle_timeout: Option<Duration>,
     /// Interval of HTTP/2 PINGs that detect a dead peer on an idle tunnel;
     /// a PING unanswered for this long again closes the tunnel.
     pub keepalive: Option<Duration>,
@@ -53,6 +58,7 @@ impl Default for OutboundConfig {
             stream_window: 1024 * 1024,
             connection_window: 4 * 1024 * 1024,
             keepalive: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -83,6 +89,41 @@ struct Pooled {
     cert_serial: String,
     trust_epoch: u64,
     tunnel: Arc<TunnelRecord>,
+    usage: Arc<Usage>,
+}
+
+/// Streams handed out on a pooled connection, for idle eviction.
+#[derive(Debug)]
+struct Usage {
+    active: AtomicUsize,
+    last_used: Mutex<tokio::time::Instant>,
+}
+
+impl Usage {
+    fn begin(self: &Arc<Self>) -> InUse {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        InUse(self.clone())
+    }
+
+    fn idle_for(&self, limit: Duration) -> bool {
+        self.active.load(Ordering::SeqCst) == 0
+            && self
+                .last_used
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                >= limit
+    }
+}
+
+/// One stream's hold on a pooled connection.
+struct InUse(Arc<Usage>);
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        *self.0.last_used.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Pooled>>>;
@@ -154,7 +195,7 @@ impl Outbound {
             destination: route.destination.clone(),
             peer: route.peer,
         };
-        let (response, tunnel) = self.open_stream(&key, route.original_dst).await?;
+        let (response, tunnel, _in_use) = self.open_stream(&key, route.original_dst).await?;
         if response.status() != StatusCode::OK {
             warn!(status = %response.status(), "peer refused stream");
             return Err(Error::Refused {
@@ -204,11 +245,18 @@ impl Outbound {
         &self,
         key: &PoolKey,
         target: SocketAddr,
-    ) -> Result<(http::Response<hyper::body::Incoming>, Arc<TunnelRecord>), Error> {
+    ) -> Result<
+        (
+            http::Response<hyper::body::Incoming>,
+            Arc<TunnelRecord>,
+            InUse,
+        ),
+        Error,
+    > {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (mut pooled, fresh) = self.connection(key, attempt > 1).await?;
+            let (mut pooled, in_use, fresh) = self.connection(key, attempt > 1).await?;
             let request = Request::builder()
                 .method(Method::CONNECT)
                 .version(Version::HTTP_2)
@@ -223,7 +271,7 @@ impl Outbound {
                 Err(e) => Err(e),
             };
             match sent {
-                Ok(response) => return Ok((response, pooled.tunnel)),
+                Ok(response) => return Ok((response, pooled.tunnel, in_use)),
                 Err(e) if !fresh && attempt == 1 && (e.is_closed() || e.is_canceled()) => {
                     debug!(error = %e, "pooled connection closed, reconnecting");
                 }
@@ -237,9 +285,13 @@ impl Outbound {
         }
     }
 
-    /// The pooled connection for `key`, made if missing or stale; `true`
-    /// if it was made by this call.
-    async fn connection(&self, key: &PoolKey, force_new: bool) -> Result<(Pooled, bool), Error> {
+    /// The pooled connection for `key`, made if missing or stale, marked in
+    /// use; `true` if it was made by this call.
+    async fn connection(
+        &self,
+        key: &PoolKey,
+        force_new: bool,
+    ) -> Result<(Pooled, InUse, bool), Error> {
         let slot = self
             .inner
             .pool
@@ -259,11 +311,12 @@ impl Outbound {
         if let Some(p) = slot.as_ref().filter(|p| {
             !force_new && !p.sender.is_closed() && p.cert_serial == serial && p.trust_epoch == epoch
         }) {
-            return Ok((p.clone(), false));
+            return Ok((p.clone(), p.usage.begin(), false));
         }
         let pooled = self.connect(key, serial, epoch).await?;
         *slot = Some(pooled.clone());
-        Ok((pooled, true))
+        let in_use = pooled.usage.begin();
+        Ok((pooled, in_use, true))
     }
 
     async fn connect(&self, key: &PoolKey, serial: String, epoch: u64) -> Result<Pooled, Error> {
@@ -340,10 +393,23 @@ impl Outbound {
         let tunnel = guard.record().clone();
         metrics.opened(ConnKind::TunnelOutbound);
         let metrics = metrics.clone();
+        let usage = Arc::new(Usage {
+            active: AtomicUsize::new(0),
+            last_used: Mutex::new(tokio::time::Instant::now()),
+        });
+        let idle = self.idle_eviction(key.clone(), tunnel.id(), usage.clone());
         tokio::spawn(
             async move {
                 let _guard = guard;
-                if let Err(error) = connection.await {
+                tokio::pin!(connection);
+                let ended = tokio::select! {
+                    ended = connection.as_mut() => ended,
+                    () = idle => {
+                        debug!("closing idle outbound tunnel");
+                        connection.await
+                    }
+                };
+                if let Err(error) = ended {
                     debug!(%error, "outbound tunnel connection ended with error");
                 }
                 metrics.closed(ConnKind::TunnelOutbound);
@@ -357,7 +423,62 @@ impl Outbound {
             cert_serial: serial,
             trust_epoch: epoch,
             tunnel,
+            usage,
         })
+    }
+
+    /// Completes once the connection `tunnel_id` has been idle for
+    /// `idle_timeout` and was taken out of the pool (dropping the pool's
+    /// sender, which lets the connection close). Never completes without
+    /// an idle timeout.
+    fn idle_eviction(
+        &self,
+        key: PoolKey,
+        tunnel_id: u64,
+        usage: Arc<Usage>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let inner = Arc::downgrade(&self.inner);
+        let limit = self.inner.config.idle_timeout;
+        async move {
+            let Some(limit) = limit else {
+                return std::future::pending().await;
+            };
+            let tick = (limit / 2).max(Duration::from_millis(10));
+            loop {
+                tokio::time::sleep(tick).await;
+                if !usage.idle_for(limit) {
+                    continue;
+                }
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                let slot = inner
+                    .pool
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&key)
+                    .cloned();
+                let Some(slot) = slot else {
+                    return;
+                };
+                // Busy slot: someone is connecting or handing out; retry later.
+                let Ok(mut slot) = slot.try_lock() else {
+                    continue;
+                };
+                match slot.as_ref() {
+                    Some(p) if p.tunnel.id() == tunnel_id => {
+                        // Under the slot lock nobody can be handed this
+                        // connection, so idleness is final.
+                        if usage.idle_for(limit) {
+                            *slot = None;
+                            return;
+                        }
+                    }
+                    // Already replaced or cleared: the pool no longer holds it.
+                    _ => return,
+                }
+            }
+        }
     }
 
     /// Drops the pooled connections of a source identity that left the
