@@ -10,6 +10,10 @@
 //! 2. [`CertManager::set_issuer`] with an issuer signed by the new root (all
 //!    leaves are re-minted at once);
 //! 3. [`CertManager::set_trust_bundle`] with the new root only.
+//!
+//! A step that would leave the local issuer outside the local bundle (an
+//! issuer from an unknown root, or removing the root still in use) is
+//! refused with [`Error::IssuerNotTrusted`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
