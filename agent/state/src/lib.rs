@@ -12,12 +12,15 @@
 //!   publish each new desired state on a `tokio::sync::watch` channel.
 //! - [`cgroup`]: finding a pod's cgroup under a kubelet cgroup2 hierarchy.
 
+pub mod cgroup;
 pub mod desired;
 pub mod diff;
+pub mod file;
 pub mod identity;
 pub mod index;
 pub mod metrics;
 pub mod model;
+pub mod publish;
 pub mod rejection;
 
 pub use desired::DesiredState;

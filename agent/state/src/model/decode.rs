@@ -22,57 +22,66 @@ pub struct SyntaxError {
 /// read are skipped; objects that do not fit their kind's schema come back
 /// as [`Rejection`]s.
 pub fn decode_yaml(text: &str) -> Result<Vec<Result<Object, Rejection>>, SyntaxError> {
+    Ok(yaml_values(text)?
+        .into_iter()
+        .filter_map(decode_object)
+        .collect())
+}
+
+/// Splits a YAML stream into the raw objects of the kinds nodemesh reads,
+/// unwrapping `List`s.
+pub fn yaml_values(text: &str) -> Result<Vec<Value>, SyntaxError> {
     use serde::Deserialize as _;
     let mut out = Vec::new();
     for (document, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = Value::deserialize(doc).map_err(|source| SyntaxError { document, source })?;
-        decode_value(value, &mut out);
+        flatten(value, &mut out);
     }
     Ok(out)
 }
 
-/// Decodes one object or `List` value, appending what it holds to `out`.
-pub fn decode_value(value: Value, out: &mut Vec<Result<Object, Rejection>>) {
+fn flatten(value: Value, out: &mut Vec<Value>) {
+    let is_list = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k.ends_with("List"));
     match value {
         Value::Null => {}
-        Value::Object(ref map)
-            if map
-                .get("kind")
-                .and_then(Value::as_str)
-                .is_some_and(|k| k.ends_with("List")) =>
-        {
-            if let Some(Value::Array(items)) = value.get("items").cloned() {
+        Value::Object(mut map) if is_list => {
+            if let Some(Value::Array(items)) = map.remove("items") {
                 for item in items {
-                    decode_value(item, out);
+                    flatten(item, out);
                 }
             }
         }
         value => {
-            if let Some(decoded) = decode_object(value) {
-                out.push(decoded);
+            if object_ref_of(&value).is_some() {
+                out.push(value);
+            } else {
+                tracing::trace!(
+                    kind = value
+                        .get("kind")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default(),
+                    "skipping object of a kind nodemesh does not read"
+                );
             }
         }
     }
 }
 
-/// Decodes one object; `None` if its kind is not one nodemesh reads.
-pub fn decode_object(value: Value) -> Option<Result<Object, Rejection>> {
+/// The reference of a raw object, if it is of a kind nodemesh reads; the
+/// name is empty when the object has none.
+pub fn object_ref_of(value: &Value) -> Option<ObjectRef> {
     let api_version = value
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let kind_str = value
+    let kind = value
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let Some(kind) = Kind::from_type(api_version, kind_str) else {
-        tracing::trace!(
-            api_version,
-            kind = kind_str,
-            "skipping object of a kind nodemesh does not read"
-        );
-        return None;
-    };
+    let kind = Kind::from_type(api_version, kind)?;
     let meta = |field: &str| {
         value
             .get("metadata")
@@ -80,7 +89,7 @@ pub fn decode_object(value: Value) -> Option<Result<Object, Rejection>> {
             .and_then(Value::as_str)
             .map(str::to_owned)
     };
-    let object = ObjectRef {
+    Some(ObjectRef {
         kind,
         namespace: if kind.namespaced() {
             meta("namespace").unwrap_or_else(|| "default".to_owned())
@@ -88,7 +97,13 @@ pub fn decode_object(value: Value) -> Option<Result<Object, Rejection>> {
             String::new()
         },
         name: meta("name").unwrap_or_default(),
-    };
+    })
+}
+
+/// Decodes one raw object; `None` if its kind is not one nodemesh reads.
+pub fn decode_object(value: Value) -> Option<Result<Object, Rejection>> {
+    let object = object_ref_of(&value)?;
+    let kind = object.kind;
     if object.name.is_empty() {
         return Some(Err(Rejection::new(
             &object,
