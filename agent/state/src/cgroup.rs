@@ -41,7 +41,10 @@ pub fn find_pod_cgroup(cgroup_root: &Path, pod_uid: &str) -> io::Result<Option<S
                 if stem.ends_with(&dashed) || stem.ends_with(&underscored) {
                     return Ok(Some(rel.join(name).to_string_lossy().into_owned()));
                 }
-                if !rel.as_os_str().is_empty() || name.contains("kubepods") || name.contains("kubelet") {
+                if !rel.as_os_str().is_empty()
+                    || name.contains("kubepods")
+                    || name.contains("kubelet")
+                {
                     next.push(rel.join(name));
                 }
             }

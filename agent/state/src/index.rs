@@ -191,10 +191,15 @@ impl Index {
     /// objects of that kind not in the list are deleted.
     pub fn replace_kind(&mut self, kind: Kind, objects: Vec<Object>) -> Vec<Rejection> {
         let listed: BTreeSet<ObjectRef> = objects.iter().map(Object::object_ref).collect();
-        for stale in self.refs(kind).into_iter().filter(|r| !listed.contains(r)) {
+        self.retain_kind(kind, &listed);
+        self.apply_all(objects.into_iter().filter(|o| o.kind() == kind))
+    }
+
+    /// Deletes every object of `kind` not in `keep`.
+    pub fn retain_kind(&mut self, kind: Kind, keep: &BTreeSet<ObjectRef>) {
+        for stale in self.refs(kind).into_iter().filter(|r| !keep.contains(r)) {
             self.delete(&stale);
         }
-        self.apply_all(objects.into_iter().filter(|o| o.kind() == kind))
     }
 
     /// References of every object of `kind` the index holds (held-back ones included).

@@ -18,6 +18,7 @@ pub mod diff;
 pub mod file;
 pub mod identity;
 pub mod index;
+pub mod k8s;
 pub mod metrics;
 pub mod model;
 pub mod publish;

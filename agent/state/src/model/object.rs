@@ -74,6 +74,21 @@ impl Kind {
         }
     }
 
+    /// The lower-case plural resource name, as used in API paths and RBAC rules.
+    pub const fn plural(self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespaces",
+            Kind::MeshConfig => "meshconfigs",
+            Kind::Pod => "pods",
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::TrafficSplit => "trafficsplits",
+            Kind::HttpRoute => "httproutes",
+            Kind::GrpcRoute => "grpcroutes",
+            Kind::AuthorizationPolicy => "authorizationpolicies",
+        }
+    }
+
     /// The kind named by an `apiVersion` and `kind` pair, if nodemesh reads it.
     pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
