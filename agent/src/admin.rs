@@ -1,6 +1,8 @@
 //! The admin endpoint: `/healthz` (the process is alive), `/ready` (the
 //! kernel programs are attached), `/metrics` (Prometheus text) and
-//! `/debug/datapath` (features, counters and flows as JSON).
+//! `/debug/datapath` (features, counters and flows as JSON),
+//! `/debug/connections` (live mTLS tunnels and streams with both SPIFFE ids,
+//! TLS version and cipher) and `/debug/state` (the desired state in force).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,7 +13,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus::{Encoder as _, Registry, TextEncoder};
 
+use nodemesh_state::DesiredState;
+
 use crate::datapath::Datapath;
+use crate::mesh::Mesh;
 use crate::metrics::DatapathCollector;
 
 /// What the admin endpoint serves from.
@@ -19,6 +24,8 @@ use crate::metrics::DatapathCollector;
 pub struct AdminState {
     datapath: Arc<Datapath>,
     registry: Registry,
+    mesh: Arc<std::sync::OnceLock<Arc<Mesh>>>,
+    desired: Arc<arc_swap::ArcSwap<DesiredState>>,
 }
 
 impl AdminState {
@@ -26,7 +33,22 @@ impl AdminState {
     pub fn new(datapath: Arc<Datapath>) -> anyhow::Result<Self> {
         let registry = Registry::new();
         registry.register(Box::new(DatapathCollector::new(datapath.clone())))?;
-        Ok(Self { datapath, registry })
+        Ok(Self {
+            datapath,
+            registry,
+            mesh: Arc::default(),
+            desired: Arc::default(),
+        })
+    }
+
+    /// Makes the mesh's live connections visible at `/debug/connections`.
+    pub fn set_mesh(&self, mesh: Arc<Mesh>) {
+        let _ = self.mesh.set(mesh);
+    }
+
+    /// Records the desired state in force, shown at `/debug/state`.
+    pub fn set_state(&self, state: Arc<DesiredState>) {
+        self.desired.store(state);
     }
 
     /// The registry other modules add their metrics to.
@@ -73,6 +95,11 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
             }
         }
+        "/debug/connections" => {
+            let snapshot = state.mesh.get().map(|m| m.connections().snapshot());
+            json(serde_json::to_string_pretty(&snapshot).map_err(anyhow::Error::from))
+        }
+        "/debug/state" => json(Ok(format!("{:#?}\n", state.desired.load()))),
         "/debug/datapath" => match debug_json(&state.datapath) {
             Ok(body) => Response::builder()
                 .header("content-type", "application/json")
@@ -82,7 +109,7 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
         },
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /ready, /metrics, /debug/datapath\n",
+            "not found: try /healthz, /ready, /metrics, /debug/datapath, /debug/connections, /debug/state\n",
         ),
     }
 }
@@ -116,6 +143,16 @@ fn debug_json(dp: &Datapath) -> anyhow::Result<String> {
         "stats": stats,
         "flows": flows,
     }))?)
+}
+
+fn json(body: anyhow::Result<String>) -> Response<Full<Bytes>> {
+    match body {
+        Ok(body) => Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n")),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+    }
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

@@ -10,9 +10,20 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use nodemesh_state::file::{FileSource, FileSourceConfig};
+use nodemesh_state::k8s::{KubeSource, KubeSourceConfig};
+use nodemesh_state::metrics::RejectionMetrics;
+use nodemesh_state::publish::StateReceiver;
+use nodemesh_state::{Index, IndexConfig};
+
 use crate::admin::{self, AdminState};
 use crate::cli::AgentArgs;
-use crate::datapath::{Datapath, DatapathOptions, RedirectTarget, forward_kernel_logs};
+use crate::datapath::{Cgroup2, Datapath, DatapathOptions, RedirectTarget, forward_kernel_logs};
+use crate::mesh::{Mesh, MeshOptions};
+use crate::reconcile::Reconciler;
 
 /// Runs the agent until it is told to stop.
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -61,6 +72,36 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(forward_kernel_logs(logger));
     }
     let state = AdminState::new(datapath.clone())?;
+    let mesh = match (args.redirect_addr, args.node_addr) {
+        (Some(redirect), Some(node_addr)) => {
+            let mesh = Mesh::new(
+                MeshOptions {
+                    node_addr,
+                    redirect: SocketAddr::new(redirect, args.redirect_port),
+                    ca_dir: args.ca_dir.clone(),
+                    leaf_lifetime: Duration::from_secs(args.cert_lifetime_secs),
+                },
+                datapath.clone(),
+                state.registry(),
+                &args.trust_domain,
+            )?;
+            state.set_mesh(mesh.clone());
+            let serving = mesh.clone();
+            tokio::spawn(async move {
+                if let Err(error) = serving.serve().await {
+                    tracing::error!(error = %format!("{error:#}"), "mesh stopped");
+                }
+            });
+            Some(mesh)
+        }
+        (Some(_), None) => anyhow::bail!("--redirect-addr needs --node-addr (the address other agents reach this node on)"),
+        _ => None,
+    };
+    if let Some(states) = start_source(&args, &state).await? {
+        let cgroup2 = Cgroup2::detect()?;
+        let reconciler = Reconciler::new(datapath.clone(), cgroup2);
+        tokio::spawn(follow(states, reconciler, mesh, state.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| {
@@ -83,4 +124,49 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<ExitCode> {
     drop(datapath);
     tracing::info!("kernel programs detached; bye");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the configured source of cluster state, if any.
+async fn start_source(args: &AgentArgs, admin: &AdminState) -> anyhow::Result<Option<StateReceiver>> {
+    let index_config = IndexConfig {
+        node_name: args.node_name.clone(),
+        trust_domain: args.trust_domain.clone(),
+    };
+    let metrics = RejectionMetrics::new(admin.registry()).context("registering the rejection metric")?;
+    let index = Index::new(index_config, Some(metrics));
+    if let Some(path) = &args.config {
+        let (rx, _task) = FileSource::start(FileSourceConfig::new(path), index)
+            .with_context(|| format!("starting file mode on {}", path.display()))?;
+        return Ok(Some(rx));
+    }
+    if args.kube {
+        anyhow::ensure!(
+            !args.node_name.is_empty(),
+            "kube mode needs this node's name: pass --node-name or set NODE_NAME (the DaemonSet sets it from spec.nodeName)"
+        );
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API (in-cluster credentials or KUBECONFIG)")?;
+        let mut config = KubeSourceConfig::new(&args.node_name);
+        config.cgroup_root = Cgroup2::detect().ok().map(|c| c.mount);
+        let (rx, _task) = KubeSource::start(client, config, index);
+        return Ok(Some(rx));
+    }
+    Ok(None)
+}
+
+/// Applies every new desired state to the kernel maps and the mesh.
+async fn follow(mut states: StateReceiver, mut reconciler: Reconciler, mesh: Option<Arc<Mesh>>, admin: AdminState) {
+    loop {
+        let desired = states.borrow_and_update().clone();
+        let report = reconciler.apply(&desired);
+        if let Some(mesh) = &mesh {
+            mesh.update(&desired).await;
+        }
+        admin.set_state(desired.clone());
+        tracing::info!(generation = desired.generation, applied = report.applied, failed = report.failed, "cluster state applied");
+        if states.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -33,6 +33,37 @@ pub enum Command {
     Agent(AgentArgs),
     /// Check that this node can run nodemesh, and that the agent is healthy.
     Check(CheckArgs),
+    /// Manage the mesh's certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// `nodemesh ca ...`
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Create a trust anchor (root) and an issuer (intermediate) for the mesh.
+    Init(CaInitArgs),
+}
+
+/// Options of `nodemesh ca init`.
+#[derive(Args, Debug, Clone)]
+pub struct CaInitArgs {
+    /// Directory to write the CA files to (file mode: what `nodemesh agent --ca-dir` reads).
+    #[arg(long, default_value = "/var/lib/nodemesh/ca")]
+    pub dir: PathBuf,
+    /// SPIFFE trust domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Overwrite existing CA files (this breaks trust with agents using the old ones).
+    #[arg(long)]
+    pub force: bool,
+    /// Also print a Kubernetes Secret manifest holding the files (kube mode),
+    /// for `kubectl apply -f -`.
+    #[arg(long)]
+    pub secret: bool,
+    /// Namespace of the Secret.
+    #[arg(long, default_value = "nodemesh-system")]
+    pub namespace: String,
 }
 
 /// Options of `nodemesh agent`.
@@ -62,6 +93,31 @@ pub struct AgentArgs {
     /// Turn the L4 flow metrics off.
     #[arg(long, env = "NODEMESH_NO_METRICS", default_value_t = false)]
     pub no_metrics: bool,
+    /// File mode: a file or directory of Kubernetes-shaped YAML (Services,
+    /// EndpointSlices, Pods, HTTPRoutes, GRPCRoutes, AuthorizationPolicies,
+    /// TrafficSplits, MeshConfig), watched and applied live.
+    #[arg(long, env = "NODEMESH_CONFIG", conflicts_with = "kube")]
+    pub config: Option<PathBuf>,
+    /// Kubernetes mode: watch the API server (in-cluster or kubeconfig credentials).
+    #[arg(long, env = "NODEMESH_KUBE")]
+    pub kube: bool,
+    /// This node's name: its Pods are the local workloads.
+    #[arg(long, env = "NODE_NAME", default_value = "")]
+    pub node_name: String,
+    /// This node's address: the tunnel server listens on it (port 15008)
+    /// and other agents dial it. Enables the mesh together with
+    /// --redirect-addr.
+    #[arg(long, env = "NODEMESH_NODE_ADDR")]
+    pub node_addr: Option<IpAddr>,
+    /// Directory of the mesh CA (`nodemesh ca init`).
+    #[arg(long, env = "NODEMESH_CA_DIR", default_value = "/var/lib/nodemesh/ca")]
+    pub ca_dir: PathBuf,
+    /// SPIFFE trust domain (a MeshConfig may override it).
+    #[arg(long, env = "NODEMESH_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Lifetime of workload certificates, in seconds (rotated at 80%).
+    #[arg(long, env = "NODEMESH_CERT_LIFETIME", default_value_t = 86_400)]
+    pub cert_lifetime_secs: u64,
 }
 
 /// Options of `nodemesh check`.

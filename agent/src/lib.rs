@@ -10,8 +10,11 @@
 
 pub mod admin;
 pub mod app;
+pub mod ca;
 pub mod check;
 pub mod cli;
 pub mod datapath;
 pub mod logging;
+pub mod mesh;
 pub mod metrics;
+pub mod reconcile;

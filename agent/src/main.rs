@@ -6,9 +6,11 @@ use nodemesh_agent::cli::{Cli, Command};
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     nodemesh_agent::logging::init(&cli.log);
+    nodemesh_proxy::tls::install_default_provider();
     let result = match cli.command {
         Command::Agent(args) => nodemesh_agent::app::run(args),
         Command::Check(args) => nodemesh_agent::check::run(&args),
+        Command::Ca(nodemesh_agent::cli::CaCommand::Init(args)) => nodemesh_agent::ca::init(&args),
     };
     match result {
         Ok(code) => code,

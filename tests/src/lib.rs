@@ -10,6 +10,8 @@
 //! Nothing here touches the host network namespace: all addresses live in
 //! namespaces the test made.
 
+pub mod agent;
+pub mod capture;
 pub mod cgroup;
 pub mod netns;
 pub mod pod;

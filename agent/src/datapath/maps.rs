@@ -161,6 +161,36 @@ impl Maps {
         Ok(())
     }
 
+    /// Writes one backend slot of a service's table.
+    pub fn upsert_backend_slot(&mut self, service_id: u32, slot: u32, addr: SocketAddr, identity: u32) -> Result<(), Error> {
+        let value = Backend {
+            addr: Addr::from(addr.ip()),
+            port: addr.port(),
+            _pad: 0,
+            identity,
+        };
+        self.backends
+            .insert(&BackendKey { service_id, slot }, &value, 0)
+            .map_err(|e| full_or("BACKENDS", MAX_BACKEND_SLOTS, "service backends", e))
+    }
+
+    /// Removes one backend slot.
+    pub fn remove_backend_slot(&mut self, service_id: u32, slot: u32) -> Result<(), Error> {
+        ignore_missing("BACKENDS", self.backends.remove(&BackendKey { service_id, slot }))
+    }
+
+    /// Writes a service entry pointing at `slots` already-written slots.
+    pub fn upsert_service_entry(&mut self, vip: SocketAddr, proto: u8, value: ServiceValue) -> Result<(), Error> {
+        self.services
+            .insert(&service_key(vip, proto), &value, 0)
+            .map_err(|e| full_or("SERVICES", MAX_SERVICES, "services", e))
+    }
+
+    /// Removes a service entry only (its slots are removed separately).
+    pub fn remove_service_entry(&mut self, vip: SocketAddr, proto: u8) -> Result<(), Error> {
+        ignore_missing("SERVICES", self.services.remove(&service_key(vip, proto)))
+    }
+
     /// Removes a service: connects to its address are no longer translated.
     pub fn remove_service(&mut self, vip: SocketAddr, proto: u8) -> Result<(), Error> {
         let key = service_key(vip, proto);

@@ -17,6 +17,7 @@ use nodemesh_common::{
     flow::{FlowKey, FlowStats},
     net::Addr,
     policy::{PolicyKey, PolicyValue},
+    service::ServiceValue,
     sock::{OrigDst, SockKey},
     workload::{EndpointInfo, WorkloadInfo},
 };
@@ -275,6 +276,26 @@ impl Datapath {
     /// Adds or replaces a service and its backends.
     pub fn upsert_service(&self, spec: &ServiceSpec) -> Result<(), Error> {
         self.maps().upsert_service(spec)
+    }
+
+    /// Writes one backend slot (for callers that manage slot tables themselves).
+    pub fn upsert_backend_slot(&self, service_id: u32, slot: u32, addr: SocketAddr, identity: u32) -> Result<(), Error> {
+        self.maps().upsert_backend_slot(service_id, slot, addr, identity)
+    }
+
+    /// Removes one backend slot.
+    pub fn remove_backend_slot(&self, service_id: u32, slot: u32) -> Result<(), Error> {
+        self.maps().remove_backend_slot(service_id, slot)
+    }
+
+    /// Writes a service entry whose slots are already written.
+    pub fn upsert_service_entry(&self, vip: SocketAddr, proto: u8, value: ServiceValue) -> Result<(), Error> {
+        self.maps().upsert_service_entry(vip, proto, value)
+    }
+
+    /// Removes a service entry only.
+    pub fn remove_service_entry(&self, vip: SocketAddr, proto: u8) -> Result<(), Error> {
+        self.maps().remove_service_entry(vip, proto)
     }
 
     /// Removes a service.

@@ -127,6 +127,10 @@ pub struct EndpointEntry {
     pub identity: u32,
     /// `WORKLOAD_MESHED`.
     pub meshed: bool,
+    /// The address of the node the workload runs on (the Pod's
+    /// `status.hostIP`): where its node agent accepts tunnels. `None` when
+    /// unknown (an endpoint of a slice without a Pod).
+    pub host_ip: Option<IpAddr>,
 }
 
 /// `WorkloadInfo` plus what the proxy needs to serve the workload.

@@ -15,6 +15,7 @@
 //! nm-pod hello-client <addr> <count>
 //! nm-pod send <addr> <bytes>
 //! nm-pod connect <addr>
+//! nm-pod marker-client <addr> <marker> <count> <hold-ms>
 //! ```
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ fn main() {
         "hello-client" => hello_client(addr(arg(1)), num(2)),
         "send" => send(addr(arg(1)), num(2)),
         "connect" => connect(addr(arg(1))),
+        "marker-client" => marker_client(addr(arg(1)), arg(2), num(3), num(4)),
         _ => usage(),
     }
 }
@@ -258,5 +260,34 @@ fn connect(addr: SocketAddr) {
             "{}",
             json!({"ok": false, "errno": e.raw_os_error(), "error": e.to_string()})
         ),
+    }
+}
+
+/// Sends `marker` `count` times, holds the connection open for `hold_ms`
+/// (so observers can see it live), then half-closes and checks the echo.
+fn marker_client(addr: SocketAddr, marker: &str, count: usize, hold_ms: usize) {
+    let result = (|| -> Result<usize, String> {
+        let mut conn = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        conn.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        let payload = marker.repeat(count);
+        conn.write_all(payload.as_bytes()).map_err(|e| format!("write: {e}"))?;
+        std::thread::sleep(Duration::from_millis(hold_ms as u64));
+        conn.shutdown(Shutdown::Write).map_err(|e| format!("shutdown: {e}"))?;
+        let mut echoed = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match read_ready(&mut conn, &mut buf).map_err(|e| format!("read: {e}"))? {
+                0 => break,
+                n => echoed.extend_from_slice(&buf[..n]),
+            }
+        }
+        if echoed != payload.as_bytes() {
+            return Err(format!("echo differs: {} bytes back of {}", echoed.len(), payload.len()));
+        }
+        Ok(echoed.len())
+    })();
+    match result {
+        Ok(n) => println!("{}", json!({"ok": true, "bytes": n})),
+        Err(e) => println!("{}", json!({"ok": false, "error": e})),
     }
 }

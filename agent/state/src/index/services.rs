@@ -39,6 +39,7 @@ pub(super) fn workloads_and_endpoints(ix: &mut Index, state: &mut DesiredState) 
                 EndpointEntry {
                     identity: number,
                     meshed,
+                    host_ip: pod.host_ip,
                 },
             );
         }
@@ -79,7 +80,7 @@ pub(super) fn workloads_and_endpoints(ix: &mut Index, state: &mut DesiredState) 
                         identity_numbers.get_or_assign(&IdentityKey::Service(svc.clone()));
                     state
                         .endpoints
-                        .insert(*ip, EndpointEntry { identity, meshed });
+                        .insert(*ip, EndpointEntry { identity, meshed, host_ip: None });
                 }
             }
         }

@@ -201,7 +201,8 @@ fn endpoints_and_local_workloads_follow_mesh_membership() {
         s.endpoints[&ip("10.244.1.10")],
         EndpointEntry {
             identity: frontend,
-            meshed: true
+            meshed: true,
+            host_ip: None
         }
     );
     assert!(

@@ -41,6 +41,8 @@ pub struct PodRecord {
     pub ips: Vec<IpAddr>,
     /// The node it runs on.
     pub node: Option<String>,
+    /// The node's address (`status.hostIP`).
+    pub host_ip: Option<IpAddr>,
     /// Its cgroup relative to the cgroup2 mount, when known.
     pub cgroup: Option<String>,
     /// `Some(true)` when the Pod itself carries the mesh label.
@@ -278,6 +280,10 @@ pub(super) fn pod(object: &ObjectRef, pod: &Pod) -> Result<PodRecord, Rejection>
             .unwrap_or_else(|| "default".to_owned()),
         ips,
         node: spec.and_then(|s| s.node_name.clone()),
+        host_ip: match pod.status.as_ref().and_then(|s| s.host_ip.as_deref()) {
+            Some(h) if !h.is_empty() => Some(ip(object, "status.hostIP", h)?),
+            _ => None,
+        },
         cgroup: pod
             .annotations()
             .get(CGROUP_ANNOTATION)

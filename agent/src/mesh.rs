@@ -1,0 +1,164 @@
+//! The agent's mesh: what happens to connections the kernel hands over.
+//!
+//! - Outbound (`--redirect-addr`:15001): a meshed pod's connection arrives
+//!   here with its original destination in the kernel's maps. The agent
+//!   resolves the destination workload (picking a backend by weight when a
+//!   Service was dialled), then either delivers it on this node (identity
+//!   and authorization, no encryption: the bytes never leave the node) or
+//!   tunnels it to the destination node's agent over mTLS, presenting the
+//!   source workload's certificate.
+//! - Inbound (`--node-addr`:15008): tunnels from other agents, verified
+//!   against the trust bundle, authorized, and spliced to the local pod.
+//! - Identity: a leaf certificate for every meshed workload on this node,
+//!   rotated before it expires.
+
+mod outbound;
+mod view;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use nodemesh_proxy::authz::{Authorizer, DefaultAction};
+use nodemesh_proxy::identity::ca::CaFiles;
+use nodemesh_proxy::identity::{CertManager, CertManagerConfig, SpiffeId};
+use nodemesh_proxy::metrics::Metrics;
+use nodemesh_proxy::tunnel::{ConnectionRegistry, Inbound, InboundConfig, LocalDelivery, Outbound, OutboundConfig};
+use nodemesh_state::DesiredState;
+
+use crate::datapath::Datapath;
+pub use view::View;
+
+/// Port other agents reach this one's tunnel server on.
+pub const TUNNEL_PORT: u16 = nodemesh_proxy::tunnel::DEFAULT_TUNNEL_PORT;
+
+/// How the mesh is set up.
+#[derive(Clone, Debug)]
+pub struct MeshOptions {
+    /// This node's address: the tunnel server listens on it, peers dial it.
+    pub node_addr: IpAddr,
+    /// The outbound listener's address and port (where the kernel redirects).
+    pub redirect: SocketAddr,
+    /// Directory holding the mesh CA (`nodemesh ca init`).
+    pub ca_dir: PathBuf,
+    /// Lifetime of workload certificates.
+    pub leaf_lifetime: Duration,
+}
+
+/// The running mesh: certificates, authorization, tunnels.
+pub struct Mesh {
+    view: ArcSwap<View>,
+    certs: CertManager,
+    authz: Arc<Authorizer>,
+    outbound: Outbound,
+    local: LocalDelivery,
+    registry: ConnectionRegistry,
+    metrics: Arc<Metrics>,
+    datapath: Arc<Datapath>,
+    options: MeshOptions,
+}
+
+impl Mesh {
+    /// Loads the CA and builds the proxy parts; nothing listens yet.
+    pub fn new(
+        options: MeshOptions,
+        datapath: Arc<Datapath>,
+        registry_metrics: &prometheus::Registry,
+        trust_domain: &str,
+    ) -> anyhow::Result<Arc<Self>> {
+        let ca = CaFiles::load(&options.ca_dir).with_context(|| {
+            format!(
+                "loading the mesh CA from {}: create one with `nodemesh ca init --dir {}`",
+                options.ca_dir.display(),
+                options.ca_dir.display()
+            )
+        })?;
+        let certs = CertManager::new(
+            ca.issuer,
+            ca.bundle,
+            CertManagerConfig {
+                trust_domain: trust_domain.to_owned(),
+                leaf_lifetime: options.leaf_lifetime,
+                ..CertManagerConfig::default()
+            },
+        )
+        .context("setting up workload certificates")?;
+        let metrics = Arc::new(Metrics::new(registry_metrics).context("registering proxy metrics")?);
+        let authz = Arc::new(Authorizer::new(DefaultAction::Allow, metrics.clone()));
+        let registry = ConnectionRegistry::default();
+        let outbound = Outbound::new(certs.clone(), registry.clone(), metrics.clone(), OutboundConfig::default());
+        let local = LocalDelivery::new(authz.clone(), registry.clone(), metrics.clone(), Duration::from_secs(5));
+        Ok(Arc::new(Self {
+            view: ArcSwap::from_pointee(View::default()),
+            certs,
+            authz,
+            outbound,
+            local,
+            registry,
+            metrics,
+            datapath,
+            options,
+        }))
+    }
+
+    /// Live tunnels and streams, for the admin endpoint.
+    pub fn connections(&self) -> &ConnectionRegistry {
+        &self.registry
+    }
+
+    /// Takes a new desired state: certificates for the meshed workloads on
+    /// this node, their authorization policies, and the routing view.
+    pub async fn update(&self, desired: &DesiredState) {
+        let view = View::build(desired);
+        for (ip, w) in &view.local {
+            if let Err(error) = self.certs.add_identity(&w.identity) {
+                tracing::warn!(identity = %w.identity, %error, "cannot mint a certificate");
+                continue;
+            }
+            self.authz.set_workload(*ip, w.identity.clone(), w.policies.clone());
+        }
+        let old = self.view.load();
+        for (ip, w) in &old.local {
+            if !view.local.contains_key(ip) {
+                self.authz.remove_workload(*ip);
+                if !view.local.values().any(|n| n.identity == w.identity) {
+                    self.certs.remove_identity(&w.identity);
+                }
+            }
+        }
+        self.authz.set_default(view.default_action);
+        self.view.store(Arc::new(view));
+    }
+
+    /// Serves the outbound listener and the tunnel server until the task is dropped.
+    pub async fn serve(self: Arc<Self>) -> anyhow::Result<()> {
+        let out = tokio::net::TcpListener::bind(self.options.redirect)
+            .await
+            .with_context(|| format!("binding the outbound listener on {}", self.options.redirect))?;
+        let tunnel_addr = SocketAddr::new(self.options.node_addr, TUNNEL_PORT);
+        let inb = tokio::net::TcpListener::bind(tunnel_addr)
+            .await
+            .with_context(|| format!("binding the tunnel server on {tunnel_addr}"))?;
+        let inbound = Inbound::new(
+            self.certs.clone(),
+            self.authz.clone(),
+            self.registry.clone(),
+            self.metrics.clone(),
+            InboundConfig::default(),
+        )
+        .context("setting up the tunnel server")?;
+        tracing::info!(outbound = %self.options.redirect, tunnel = %tunnel_addr, "mesh listening");
+        let me = self.clone();
+        tokio::spawn(async move { inbound.serve(inb).await });
+        outbound::serve(me, out).await;
+        Ok(())
+    }
+
+    /// The identity of a local source workload by its kernel identity number.
+    fn source(&self, number: u32) -> Option<SpiffeId> {
+        self.view.load().identities.get(&number).cloned()
+    }
+}
