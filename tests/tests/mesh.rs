@@ -177,7 +177,7 @@ impl TwoNodes {
                     n,
                     &[
                         "--config",
-                        config.0.join("cluster.yaml").to_str().unwrap(),
+                        config.0.to_str().unwrap(),
                         "--node-name",
                         &format!("node-{}", i + 1),
                         "--redirect-addr",
@@ -251,6 +251,14 @@ fn metric(body: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// Denials so far: connects the source node's kernel refused (identity
+/// policy compiled to L4 rules) plus streams the destination agent refused.
+fn denials(t: &TwoNodes) -> u64 {
+    let kernel = metric(&t.agents[0].get("/metrics").unwrap(), "nodemesh_datapath_events_total", "event=\"policy_denied\"");
+    let proxy = metric(&t.agents[1].get("/metrics").unwrap(), "nodemesh_authz_decisions_total", "action=\"deny\"");
+    (kernel + proxy) as u64
+}
+
 #[test]
 fn authorization_allow_deny_and_audit_end_to_end() {
     let t = TwoNodes::new(true);
@@ -262,14 +270,14 @@ fn authorization_allow_deny_and_audit_end_to_end() {
     assert_eq!(ok["ok"], true, "allowed: {ok}");
     let refused = t.client(1, &["marker-client", &dst, "x", "10", "0"]);
     assert_eq!(refused["ok"], false, "not in the ALLOW list: {refused}");
-    let m = t.agents[1].get("/metrics").unwrap();
-    assert!(metric(&m, "nodemesh_authz_decisions_total", "action=\"deny\"") >= 1.0, "{m}");
+    assert_eq!(denials(&t), 1, "refused once, in the source node's kernel or by the destination agent");
 
     // DENY for the client: refused.
     write_policy(&t, "DENY");
     t.agents[1].wait_for("/debug/state", TIMEOUT, |b| b.contains("action: Deny"));
     let denied = t.client(0, &["marker-client", &dst, "x", "10", "0"]);
     assert_eq!(denied["ok"], false, "denied: {denied}");
+    assert_eq!(denials(&t), 2);
 
     // AUDIT: logged and counted, never blocks.
     write_policy(&t, "AUDIT");
