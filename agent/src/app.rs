@@ -94,7 +94,9 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<ExitCode> {
             });
             Some(mesh)
         }
-        (Some(_), None) => anyhow::bail!("--redirect-addr needs --node-addr (the address other agents reach this node on)"),
+        (Some(_), None) => anyhow::bail!(
+            "--redirect-addr needs --node-addr (the address other agents reach this node on)"
+        ),
         _ => None,
     };
     if let Some(states) = start_source(&args, &state).await? {
@@ -127,12 +129,16 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Starts the configured source of cluster state, if any.
-async fn start_source(args: &AgentArgs, admin: &AdminState) -> anyhow::Result<Option<StateReceiver>> {
+async fn start_source(
+    args: &AgentArgs,
+    admin: &AdminState,
+) -> anyhow::Result<Option<StateReceiver>> {
     let index_config = IndexConfig {
         node_name: args.node_name.clone(),
         trust_domain: args.trust_domain.clone(),
     };
-    let metrics = RejectionMetrics::new(admin.registry()).context("registering the rejection metric")?;
+    let metrics =
+        RejectionMetrics::new(admin.registry()).context("registering the rejection metric")?;
     let index = Index::new(index_config, Some(metrics));
     if let Some(path) = &args.config {
         let (rx, _task) = FileSource::start(FileSourceConfig::new(path), index)
@@ -156,7 +162,12 @@ async fn start_source(args: &AgentArgs, admin: &AdminState) -> anyhow::Result<Op
 }
 
 /// Applies every new desired state to the kernel maps and the mesh.
-async fn follow(mut states: StateReceiver, mut reconciler: Reconciler, mesh: Option<Arc<Mesh>>, admin: AdminState) {
+async fn follow(
+    mut states: StateReceiver,
+    mut reconciler: Reconciler,
+    mesh: Option<Arc<Mesh>>,
+    admin: AdminState,
+) {
     loop {
         let desired = states.borrow_and_update().clone();
         let report = reconciler.apply(&desired);
@@ -164,7 +175,12 @@ async fn follow(mut states: StateReceiver, mut reconciler: Reconciler, mesh: Opt
             mesh.update(&desired).await;
         }
         admin.set_state(desired.clone());
-        tracing::info!(generation = desired.generation, applied = report.applied, failed = report.failed, "cluster state applied");
+        tracing::info!(
+            generation = desired.generation,
+            applied = report.applied,
+            failed = report.failed,
+            "cluster state applied"
+        );
         if states.changed().await.is_err() {
             return;
         }

@@ -27,7 +27,10 @@ pub fn init(args: &CaInitArgs) -> anyhow::Result<ExitCode> {
         args.dir.display()
     );
     if args.secret {
-        print!("{}", kubernetes_secret_manifest(&files, "nodemesh-ca", &args.namespace));
+        print!(
+            "{}",
+            kubernetes_secret_manifest(&files, "nodemesh-ca", &args.namespace)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -116,7 +116,11 @@ pub struct AgentArgs {
     #[arg(long, env = "NODEMESH_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
     /// Lifetime of workload certificates, in seconds (rotated at 80%).
-    #[arg(long, env = "NODEMESH_CERT_LIFETIME", default_value_t = 86_400)]
+    #[arg(
+        long = "cert-lifetime",
+        env = "NODEMESH_CERT_LIFETIME",
+        default_value_t = 86_400
+    )]
     pub cert_lifetime_secs: u64,
 }
 

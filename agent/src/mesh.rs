@@ -26,7 +26,9 @@ use nodemesh_proxy::authz::{Authorizer, DefaultAction};
 use nodemesh_proxy::identity::ca::CaFiles;
 use nodemesh_proxy::identity::{CertManager, CertManagerConfig, SpiffeId};
 use nodemesh_proxy::metrics::Metrics;
-use nodemesh_proxy::tunnel::{ConnectionRegistry, Inbound, InboundConfig, LocalDelivery, Outbound, OutboundConfig};
+use nodemesh_proxy::tunnel::{
+    ConnectionRegistry, Inbound, InboundConfig, LocalDelivery, Outbound, OutboundConfig,
+};
 use nodemesh_state::DesiredState;
 
 use crate::datapath::Datapath;
@@ -86,11 +88,22 @@ impl Mesh {
             },
         )
         .context("setting up workload certificates")?;
-        let metrics = Arc::new(Metrics::new(registry_metrics).context("registering proxy metrics")?);
+        let metrics =
+            Arc::new(Metrics::new(registry_metrics).context("registering proxy metrics")?);
         let authz = Arc::new(Authorizer::new(DefaultAction::Allow, metrics.clone()));
         let registry = ConnectionRegistry::default();
-        let outbound = Outbound::new(certs.clone(), registry.clone(), metrics.clone(), OutboundConfig::default());
-        let local = LocalDelivery::new(authz.clone(), registry.clone(), metrics.clone(), Duration::from_secs(5));
+        let outbound = Outbound::new(
+            certs.clone(),
+            registry.clone(),
+            metrics.clone(),
+            OutboundConfig::default(),
+        );
+        let local = LocalDelivery::new(
+            authz.clone(),
+            registry.clone(),
+            metrics.clone(),
+            Duration::from_secs(5),
+        );
         Ok(Arc::new(Self {
             view: ArcSwap::from_pointee(View::default()),
             certs,
@@ -118,7 +131,8 @@ impl Mesh {
                 tracing::warn!(identity = %w.identity, %error, "cannot mint a certificate");
                 continue;
             }
-            self.authz.set_workload(*ip, w.identity.clone(), w.policies.clone());
+            self.authz
+                .set_workload(*ip, w.identity.clone(), w.policies.clone());
         }
         let old = self.view.load();
         for (ip, w) in &old.local {
@@ -137,7 +151,9 @@ impl Mesh {
     pub async fn serve(self: Arc<Self>) -> anyhow::Result<()> {
         let out = tokio::net::TcpListener::bind(self.options.redirect)
             .await
-            .with_context(|| format!("binding the outbound listener on {}", self.options.redirect))?;
+            .with_context(|| {
+                format!("binding the outbound listener on {}", self.options.redirect)
+            })?;
         let tunnel_addr = SocketAddr::new(self.options.node_addr, TUNNEL_PORT);
         let inb = tokio::net::TcpListener::bind(tunnel_addr)
             .await

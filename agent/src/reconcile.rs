@@ -117,7 +117,9 @@ impl Reconciler {
                 SocketAddr::new(backend.ip, backend.port),
                 backend.identity,
             )?,
-            Change::RemoveBackendSlot { service_id, slot } => dp.remove_backend_slot(*service_id, *slot)?,
+            Change::RemoveBackendSlot { service_id, slot } => {
+                dp.remove_backend_slot(*service_id, *slot)?
+            }
             Change::UpsertService {
                 key,
                 id,
@@ -134,7 +136,9 @@ impl Reconciler {
                     identity: *identity,
                 },
             )?,
-            Change::RemoveService { key } => dp.remove_service_entry(SocketAddr::new(key.vip, key.port), key.proto)?,
+            Change::RemoveService { key } => {
+                dp.remove_service_entry(SocketAddr::new(key.vip, key.port), key.proto)?
+            }
             Change::UpsertPolicy { key, rule } => dp.upsert_policy(
                 policy_key(key),
                 PolicyValue {

@@ -31,24 +31,38 @@ impl AgentProcess {
         let netns = node.netns.file();
         let ns_for_child = node.netns.file();
         let mut cmd = Command::new(nodemesh_binary());
-        cmd.arg("agent").args(["--cgroup"]).arg(&node.cgroup).args(["--admin-addr", ADMIN]).args(args);
+        cmd.arg("agent")
+            .args(["--cgroup"])
+            .arg(&node.cgroup)
+            .args(["--admin-addr", ADMIN])
+            .args(args);
         cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
-        cmd.env("NODEMESH_LOG", std::env::var("NODEMESH_LOG").unwrap_or_else(|_| "info".into()));
+        cmd.env(
+            "NODEMESH_LOG",
+            std::env::var("NODEMESH_LOG").unwrap_or_else(|_| "info".into()),
+        );
         // SAFETY: only system calls on descriptors opened before fork.
         unsafe {
             cmd.pre_exec(move || {
                 let mut f = &procs;
                 f.write_all(b"0")?;
                 let ns = BorrowedFd::borrow_raw(ns_for_child.as_raw_fd());
-                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
                 Ok(())
             });
         }
         let child = cmd.spawn().expect("spawning nodemesh agent");
         let mut agent = AgentProcess { child, netns };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !agent.get("/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-            assert!(agent.child.try_wait().unwrap().is_none(), "agent exited during start-up");
+        while !agent
+            .get("/ready")
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        {
+            assert!(
+                agent.child.try_wait().unwrap().is_none(),
+                "agent exited during start-up"
+            );
             assert!(Instant::now() < deadline, "agent not ready within 30 s");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -65,7 +79,11 @@ impl AgentProcess {
             let addr: SocketAddr = ADMIN.parse().ok()?;
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
             s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").ok()?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
             let mut out = String::new();
             s.read_to_string(&mut out).ok()?;
             Some(out)
@@ -83,7 +101,10 @@ impl AgentProcess {
             if pred(&body) {
                 return body;
             }
-            assert!(Instant::now() < deadline, "{path} never matched; last: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "{path} never matched; last: {body}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -103,5 +124,9 @@ pub fn ca_init(dir: &Path) {
         .arg(dir)
         .output()
         .expect("running nodemesh ca init");
-    assert!(out.status.success(), "ca init: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ca init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

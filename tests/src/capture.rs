@@ -1,8 +1,8 @@
 //! Capturing frames on an interface inside a test namespace (AF_PACKET).
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::NetNs;
 
@@ -28,7 +28,11 @@ impl Capture {
             // SAFETY: plain socket(2)/if_nametoindex(3)/bind(2)/recv(2) calls on
             // a descriptor this thread owns.
             unsafe {
-                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, (libc::ETH_P_ALL as u16).to_be() as i32);
+                let fd = libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW,
+                    (libc::ETH_P_ALL as u16).to_be() as i32,
+                );
                 assert!(fd >= 0, "AF_PACKET socket");
                 let fd = OwnedFd::from_raw_fd(fd);
                 let index = libc::if_nametoindex(ifname.as_ptr());
@@ -37,10 +41,23 @@ impl Capture {
                 sll.sll_family = libc::AF_PACKET as u16;
                 sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
                 sll.sll_ifindex = index as i32;
-                let rc = libc::bind(fd.as_raw_fd(), (&raw const sll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32);
+                let rc = libc::bind(
+                    fd.as_raw_fd(),
+                    (&raw const sll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
                 assert_eq!(rc, 0, "bind AF_PACKET");
-                let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
-                libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&raw const tv).cast(), std::mem::size_of::<libc::timeval>() as u32);
+                let tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 100_000,
+                };
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&raw const tv).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
                 ready_tx.send(()).unwrap();
                 let mut buf = vec![0u8; 65536];
                 while !s.load(Ordering::Relaxed) {
@@ -52,7 +69,11 @@ impl Capture {
             }
         });
         ready_rx.recv().expect("capture thread started");
-        Capture { frames, stop, thread: Some(thread) }
+        Capture {
+            frames,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// Stops and returns every captured byte, frames concatenated.

@@ -120,18 +120,38 @@ struct TwoNodes {
     cluster: Cluster,
 }
 
+/// How a [`TwoNodes`] cluster is laid out.
+#[derive(Default)]
+struct Layout {
+    /// A second pod, `other`, on node 1.
+    other_pod: bool,
+    /// The server on node 1 too (same-node mesh traffic).
+    server_on_node1: bool,
+    /// Extra agent arguments.
+    agent_args: Vec<&'static str>,
+}
+
 impl TwoNodes {
     fn new(extra_pod_on_node1: bool) -> Self {
+        Self::with(Layout {
+            other_pod: extra_pod_on_node1,
+            ..Layout::default()
+        })
+    }
+
+    fn with(layout: Layout) -> Self {
+        let extra_pod_on_node1 = layout.other_pod;
+        let server_node = if layout.server_on_node1 { 0 } else { 1 };
         let mut cluster = Cluster::new(2);
         let c = cluster.add_pod(0, "client");
-        let s = cluster.add_pod(1, "server");
+        let s = cluster.add_pod(server_node, "server");
         if extra_pod_on_node1 {
             cluster.add_pod(0, "other");
         }
         let ca = TempDir::new();
         ca_init(&ca.0.join("ca"));
         let config = TempDir::new();
-        let mut yaml = service_yaml(&cluster.pod(1, s).ip.to_string());
+        let mut yaml = service_yaml(&cluster.pod(server_node, s).ip.to_string());
         let mut pods = vec![
             PodSpec {
                 name: "client",
@@ -146,10 +166,10 @@ impl TwoNodes {
                 name: "server",
                 sa: "server",
                 app: "server",
-                ip: cluster.pod(1, s).ip.to_string(),
-                host_ip: cluster.nodes[1].link_ip.to_string(),
-                node: "node-2",
-                cgroup: rel_cgroup(&cluster.pod(1, s).cgroup),
+                ip: cluster.pod(server_node, s).ip.to_string(),
+                host_ip: cluster.nodes[server_node].link_ip.to_string(),
+                node: if server_node == 0 { "node-1" } else { "node-2" },
+                cgroup: rel_cgroup(&cluster.pod(server_node, s).cgroup),
             },
         ];
         if extra_pod_on_node1 {
@@ -157,25 +177,31 @@ impl TwoNodes {
                 name: "other",
                 sa: "other",
                 app: "other",
-                ip: cluster.pod(0, 1).ip.to_string(),
+                ip: cluster
+                    .pod(0, cluster.nodes[0].pods.len() - 1)
+                    .ip
+                    .to_string(),
                 host_ip: cluster.nodes[0].link_ip.to_string(),
                 node: "node-1",
-                cgroup: rel_cgroup(&cluster.pod(0, 1).cgroup),
+                cgroup: rel_cgroup(&cluster.pod(0, cluster.nodes[0].pods.len() - 1).cgroup),
             });
         }
         for p in &pods {
             yaml.push_str(&pod_yaml(p));
         }
         std::fs::write(config.0.join("cluster.yaml"), yaml).unwrap();
-        let server = PodProcess::start_server(
-            cluster.pod(1, s).command(&["serve", &format!("{}:8080", cluster.pod(1, s).ip), "echo"]),
-        );
+        let server = PodProcess::start_server(cluster.pod(server_node, s).command(&[
+            "serve",
+            &format!("{}:8080", cluster.pod(server_node, s).ip),
+            "echo",
+        ]));
         let agents = (0..2)
             .map(|i| {
                 let n = &cluster.nodes[i];
-                AgentProcess::start(
-                    n,
-                    &[
+                let mut args: Vec<String> =
+                    layout.agent_args.iter().map(|a| a.to_string()).collect();
+                args.extend(
+                    [
                         "--config",
                         config.0.to_str().unwrap(),
                         "--node-name",
@@ -186,12 +212,17 @@ impl TwoNodes {
                         &n.link_ip.to_string(),
                         "--ca-dir",
                         ca.0.join("ca").to_str().unwrap(),
-                    ],
-                )
+                    ]
+                    .map(String::from),
+                );
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                AgentProcess::start(n, &args)
             })
             .collect::<Vec<_>>();
         for a in &agents {
-            a.wait_for("/debug/state", TIMEOUT, |b| b.contains("generation: 1") || b.contains("generation: 2"));
+            a.wait_for("/debug/state", TIMEOUT, |b| {
+                b.contains("generation: 1") || b.contains("generation: 2")
+            });
         }
         TwoNodes {
             agents,
@@ -212,20 +243,39 @@ fn cross_node_traffic_is_mtls_and_the_server_side_sees_the_client_identity() {
     let t = TwoNodes::new(false);
     let capture = Capture::start(&t.cluster.nodes[0].netns, "nml0");
     let client = std::thread::scope(|s| {
-        let h = s.spawn(|| t.client(0, &["marker-client", &format!("{VIP}:80"), MARKER, "200", "1500"]));
+        let h = s.spawn(|| {
+            t.client(
+                0,
+                &["marker-client", &format!("{VIP}:80"), MARKER, "200", "1500"],
+            )
+        });
         // While the connection is open, node 2's agent lists it with both identities.
-        let live = t.agents[1].wait_for("/debug/connections", TIMEOUT, |b| b.contains("spiffe://cluster.local/ns/demo/sa/client"));
-        assert!(live.contains("spiffe://cluster.local/ns/demo/sa/server"), "{live}");
+        let live = t.agents[1].wait_for("/debug/connections", TIMEOUT, |b| {
+            b.contains("spiffe://cluster.local/ns/demo/sa/client")
+        });
+        assert!(
+            live.contains("spiffe://cluster.local/ns/demo/sa/server"),
+            "{live}"
+        );
         assert!(live.contains("TLSv1_3"), "{live}");
         assert!(live.contains("TLS13_AES"), "{live}");
         h.join().unwrap()
     });
     assert_eq!(client["ok"], true, "{client}");
     let wire = capture.stop();
-    assert!(!wire.is_empty(), "traffic crossed the link between the nodes");
-    assert!(!contains(&wire, MARKER.as_bytes()), "the payload never crosses the node link in clear");
+    assert!(
+        !wire.is_empty(),
+        "traffic crossed the link between the nodes"
+    );
+    assert!(
+        !contains(&wire, MARKER.as_bytes()),
+        "the payload never crosses the node link in clear"
+    );
     // ServerHello's supported_versions extension selecting TLS 1.3 (0x0304).
-    assert!(contains(&wire, &[0x00, 0x2b, 0x00, 0x02, 0x03, 0x04]), "TLS 1.3 negotiated on the wire");
+    assert!(
+        contains(&wire, &[0x00, 0x2b, 0x00, 0x02, 0x03, 0x04]),
+        "TLS 1.3 negotiated on the wire"
+    );
 }
 
 fn write_policy(t: &TwoNodes, action: &str) {
@@ -254,8 +304,16 @@ fn metric(body: &str, name: &str, label: &str) -> f64 {
 /// Denials so far: connects the source node's kernel refused (identity
 /// policy compiled to L4 rules) plus streams the destination agent refused.
 fn denials(t: &TwoNodes) -> u64 {
-    let kernel = metric(&t.agents[0].get("/metrics").unwrap(), "nodemesh_datapath_events_total", "event=\"policy_denied\"");
-    let proxy = metric(&t.agents[1].get("/metrics").unwrap(), "nodemesh_authz_decisions_total", "action=\"deny\"");
+    let kernel = metric(
+        &t.agents[0].get("/metrics").unwrap(),
+        "nodemesh_datapath_events_total",
+        "event=\"policy_denied\"",
+    );
+    let proxy = metric(
+        &t.agents[1].get("/metrics").unwrap(),
+        "nodemesh_authz_decisions_total",
+        "action=\"deny\"",
+    );
     (kernel + proxy) as u64
 }
 
@@ -270,7 +328,11 @@ fn authorization_allow_deny_and_audit_end_to_end() {
     assert_eq!(ok["ok"], true, "allowed: {ok}");
     let refused = t.client(1, &["marker-client", &dst, "x", "10", "0"]);
     assert_eq!(refused["ok"], false, "not in the ALLOW list: {refused}");
-    assert_eq!(denials(&t), 1, "refused once, in the source node's kernel or by the destination agent");
+    assert_eq!(
+        denials(&t),
+        1,
+        "refused once, in the source node's kernel or by the destination agent"
+    );
 
     // DENY for the client: refused.
     write_policy(&t, "DENY");
@@ -285,5 +347,73 @@ fn authorization_allow_deny_and_audit_end_to_end() {
     let audited = t.client(0, &["marker-client", &dst, "x", "10", "0"]);
     assert_eq!(audited["ok"], true, "audit never blocks: {audited}");
     let m = t.agents[1].get("/metrics").unwrap();
-    assert!(metric(&m, "nodemesh_authz_decisions_total", "action=\"audit\"") >= 1.0, "{m}");
+    assert!(
+        metric(&m, "nodemesh_authz_decisions_total", "action=\"audit\"") >= 1.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn same_node_meshed_traffic_is_authorized_and_delivered_locally() {
+    let t = TwoNodes::with(Layout {
+        server_on_node1: true,
+        ..Layout::default()
+    });
+    let out = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            t.client(
+                0,
+                &["marker-client", &format!("{VIP}:80"), MARKER, "100", "1500"],
+            )
+        });
+        let live = t.agents[0].wait_for("/debug/connections", TIMEOUT, |b| {
+            b.contains("\"direction\": \"local\"")
+        });
+        assert!(
+            live.contains("spiffe://cluster.local/ns/demo/sa/client"),
+            "{live}"
+        );
+        assert!(
+            live.contains("\"tls_version\": \"none\""),
+            "no encryption on the node: {live}"
+        );
+        h.join().unwrap()
+    });
+    assert_eq!(out["ok"], true, "{out}");
+    let m = t.agents[0].get("/metrics").unwrap();
+    assert!(
+        metric(&m, "nodemesh_authz_decisions_total", "action=\"allow\"") >= 1.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn certificates_rotate_every_five_seconds_without_a_failed_request() {
+    let t = TwoNodes::with(Layout {
+        agent_args: vec!["--cert-lifetime", "5"],
+        ..Layout::default()
+    });
+    let serials = std::thread::scope(|s| {
+        let h = s.spawn(|| t.client(0, &["repeat-client", &format!("{VIP}:80"), "30"]));
+        let mut serials = std::collections::BTreeSet::new();
+        while !h.is_finished() {
+            if let Some(body) = t.agents[1].get("/debug/connections") {
+                for line in body.lines().filter(|l| l.contains("peer_cert_serial")) {
+                    serials.insert(line.trim().to_string());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let out = h.join().unwrap();
+        assert_eq!(
+            out["failed"], 0,
+            "zero failed requests across rotations: {out}"
+        );
+        assert!(out["ok"].as_u64().unwrap() > 100, "{out}");
+        serials
+    });
+    assert!(
+        serials.len() >= 3,
+        "the client's certificate was rotated several times in 30 s: {serials:?}"
+    );
 }

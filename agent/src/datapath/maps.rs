@@ -162,7 +162,13 @@ impl Maps {
     }
 
     /// Writes one backend slot of a service's table.
-    pub fn upsert_backend_slot(&mut self, service_id: u32, slot: u32, addr: SocketAddr, identity: u32) -> Result<(), Error> {
+    pub fn upsert_backend_slot(
+        &mut self,
+        service_id: u32,
+        slot: u32,
+        addr: SocketAddr,
+        identity: u32,
+    ) -> Result<(), Error> {
         let value = Backend {
             addr: Addr::from(addr.ip()),
             port: addr.port(),
@@ -176,11 +182,19 @@ impl Maps {
 
     /// Removes one backend slot.
     pub fn remove_backend_slot(&mut self, service_id: u32, slot: u32) -> Result<(), Error> {
-        ignore_missing("BACKENDS", self.backends.remove(&BackendKey { service_id, slot }))
+        ignore_missing(
+            "BACKENDS",
+            self.backends.remove(&BackendKey { service_id, slot }),
+        )
     }
 
     /// Writes a service entry pointing at `slots` already-written slots.
-    pub fn upsert_service_entry(&mut self, vip: SocketAddr, proto: u8, value: ServiceValue) -> Result<(), Error> {
+    pub fn upsert_service_entry(
+        &mut self,
+        vip: SocketAddr,
+        proto: u8,
+        value: ServiceValue,
+    ) -> Result<(), Error> {
         self.services
             .insert(&service_key(vip, proto), &value, 0)
             .map_err(|e| full_or("SERVICES", MAX_SERVICES, "services", e))

@@ -279,8 +279,15 @@ impl Datapath {
     }
 
     /// Writes one backend slot (for callers that manage slot tables themselves).
-    pub fn upsert_backend_slot(&self, service_id: u32, slot: u32, addr: SocketAddr, identity: u32) -> Result<(), Error> {
-        self.maps().upsert_backend_slot(service_id, slot, addr, identity)
+    pub fn upsert_backend_slot(
+        &self,
+        service_id: u32,
+        slot: u32,
+        addr: SocketAddr,
+        identity: u32,
+    ) -> Result<(), Error> {
+        self.maps()
+            .upsert_backend_slot(service_id, slot, addr, identity)
     }
 
     /// Removes one backend slot.
@@ -289,7 +296,12 @@ impl Datapath {
     }
 
     /// Writes a service entry whose slots are already written.
-    pub fn upsert_service_entry(&self, vip: SocketAddr, proto: u8, value: ServiceValue) -> Result<(), Error> {
+    pub fn upsert_service_entry(
+        &self,
+        vip: SocketAddr,
+        proto: u8,
+        value: ServiceValue,
+    ) -> Result<(), Error> {
         self.maps().upsert_service_entry(vip, proto, value)
     }
 

@@ -49,7 +49,9 @@ async fn handle(mesh: &Mesh, stream: TcpStream) -> anyhow::Result<()> {
     tracing::debug!(%source, destination = %target.identity, %dialled, to = %target.addr, remote = ?target.remote_node, "routing");
     match target.remote_node {
         None => {
-            mesh.local.deliver(stream, Some(source), target.identity, target.addr).await?;
+            mesh.local
+                .deliver(stream, Some(source), target.identity, target.addr)
+                .await?;
         }
         Some(node) => {
             let route = OutboundRoute {

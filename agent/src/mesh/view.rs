@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use nodemesh_proxy::authz::{Action, DefaultAction, Policy, Rule, SourceMatch};
 use nodemesh_proxy::identity::SpiffeId;
-use nodemesh_state::desired::{AuthorizationEntry, BackendEntry, DesiredState, ServiceKey, PROTO_TCP};
+use nodemesh_state::desired::{
+    AuthorizationEntry, BackendEntry, DesiredState, PROTO_TCP, ServiceKey,
+};
 use nodemesh_state::model::crds::{AuthorizationAction, DefaultAction as CrdDefault};
 
 /// A meshed workload on this node.
@@ -49,12 +51,20 @@ impl View {
         let identities: HashMap<u32, SpiffeId> = d
             .identities
             .iter()
-            .filter_map(|(n, id)| SpiffeId::new(&id.trust_domain, &id.namespace, &id.service_account).ok().map(|s| (*n, s)))
+            .filter_map(|(n, id)| {
+                SpiffeId::new(&id.trust_domain, &id.namespace, &id.service_account)
+                    .ok()
+                    .map(|s| (*n, s))
+            })
             .collect();
         let mut local = HashMap::new();
         for w in d.workloads.values() {
-            let (Some(ip), true) = (w.ip, w.meshed) else { continue };
-            let Some(identity) = identities.get(&w.identity).cloned() else { continue };
+            let (Some(ip), true) = (w.ip, w.meshed) else {
+                continue;
+            };
+            let Some(identity) = identities.get(&w.identity).cloned() else {
+                continue;
+            };
             let policies = d
                 .authorization
                 .get(&w.identity)
@@ -66,9 +76,15 @@ impl View {
             .services
             .iter()
             .filter(|(k, _)| k.proto == PROTO_TCP)
-            .map(|(ServiceKey { vip, port, .. }, e)| (SocketAddr::new(*vip, *port), e.backends.clone()))
+            .map(|(ServiceKey { vip, port, .. }, e)| {
+                (SocketAddr::new(*vip, *port), e.backends.clone())
+            })
             .collect();
-        let endpoints = d.endpoints.iter().map(|(ip, e)| (*ip, (e.identity, e.host_ip))).collect();
+        let endpoints = d
+            .endpoints
+            .iter()
+            .map(|(ip, e)| (*ip, (e.identity, e.host_ip)))
+            .collect();
         View {
             identities,
             local,
@@ -133,7 +149,9 @@ fn policy(e: &AuthorizationEntry) -> Policy {
                 sources: m
                     .identities
                     .iter()
-                    .filter_map(|i| SpiffeId::new(&i.trust_domain, &i.namespace, &i.service_account).ok())
+                    .filter_map(|i| {
+                        SpiffeId::new(&i.trust_domain, &i.namespace, &i.service_account).ok()
+                    })
                     .map(SourceMatch::Exact)
                     .collect(),
                 namespaces: m.namespaces.clone(),

@@ -16,6 +16,7 @@
 //! nm-pod send <addr> <bytes>
 //! nm-pod connect <addr>
 //! nm-pod marker-client <addr> <marker> <count> <hold-ms>
+//! nm-pod repeat-client <addr> <seconds>
 //! ```
 
 use std::collections::BTreeMap;
@@ -37,6 +38,7 @@ fn main() {
         "send" => send(addr(arg(1)), num(2)),
         "connect" => connect(addr(arg(1))),
         "marker-client" => marker_client(addr(arg(1)), arg(2), num(3), num(4)),
+        "repeat-client" => repeat_client(addr(arg(1)), num(2)),
         _ => usage(),
     }
 }
@@ -263,6 +265,47 @@ fn connect(addr: SocketAddr) {
     }
 }
 
+/// Makes one short request after another for `seconds` (at most 100,000),
+/// each a new connection sending 64 bytes and checking the echo.
+fn repeat_client(addr: SocketAddr, seconds: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds as u64);
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let mut errors = Vec::new();
+    while std::time::Instant::now() < deadline && ok + failed < 100_000 {
+        let one = || -> Result<(), String> {
+            let mut conn = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+            conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+            let msg = [0x5au8; 64];
+            conn.write_all(&msg).map_err(|e| format!("write: {e}"))?;
+            conn.shutdown(Shutdown::Write)
+                .map_err(|e| format!("shutdown: {e}"))?;
+            let mut got = Vec::new();
+            let mut buf = [0u8; 256];
+            loop {
+                match read_ready(&mut conn, &mut buf).map_err(|e| format!("read: {e}"))? {
+                    0 => break,
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            if got != msg {
+                return Err(format!("echo of {} bytes", got.len()));
+            }
+            Ok(())
+        };
+        match one() {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                if errors.len() < 10 {
+                    errors.push(e);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("{}", json!({"ok": ok, "failed": failed, "errors": errors}));
+}
+
 /// Sends `marker` `count` times, holds the connection open for `hold_ms`
 /// (so observers can see it live), then half-closes and checks the echo.
 fn marker_client(addr: SocketAddr, marker: &str, count: usize, hold_ms: usize) {
@@ -270,9 +313,11 @@ fn marker_client(addr: SocketAddr, marker: &str, count: usize, hold_ms: usize) {
         let mut conn = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
         conn.set_read_timeout(Some(Duration::from_secs(30))).ok();
         let payload = marker.repeat(count);
-        conn.write_all(payload.as_bytes()).map_err(|e| format!("write: {e}"))?;
+        conn.write_all(payload.as_bytes())
+            .map_err(|e| format!("write: {e}"))?;
         std::thread::sleep(Duration::from_millis(hold_ms as u64));
-        conn.shutdown(Shutdown::Write).map_err(|e| format!("shutdown: {e}"))?;
+        conn.shutdown(Shutdown::Write)
+            .map_err(|e| format!("shutdown: {e}"))?;
         let mut echoed = Vec::new();
         let mut buf = vec![0u8; 65536];
         loop {
@@ -282,7 +327,11 @@ fn marker_client(addr: SocketAddr, marker: &str, count: usize, hold_ms: usize) {
             }
         }
         if echoed != payload.as_bytes() {
-            return Err(format!("echo differs: {} bytes back of {}", echoed.len(), payload.len()));
+            return Err(format!(
+                "echo differs: {} bytes back of {}",
+                echoed.len(),
+                payload.len()
+            ));
         }
         Ok(echoed.len())
     })();

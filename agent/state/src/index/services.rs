@@ -78,9 +78,14 @@ pub(super) fn workloads_and_endpoints(ix: &mut Index, state: &mut DesiredState) 
                 if !state.endpoints.contains_key(ip) {
                     let identity =
                         identity_numbers.get_or_assign(&IdentityKey::Service(svc.clone()));
-                    state
-                        .endpoints
-                        .insert(*ip, EndpointEntry { identity, meshed, host_ip: None });
+                    state.endpoints.insert(
+                        *ip,
+                        EndpointEntry {
+                            identity,
+                            meshed,
+                            host_ip: None,
+                        },
+                    );
                 }
             }
         }
