@@ -231,8 +231,9 @@ impl Feeder {
 
     /// Gives a Pod of this node its kubelet cgroup when it has no annotation.
     fn with_cgroup(&self, o: Object) -> Object {
-        let (Some(root), Object::Pod(mut pod)) = (&self.config.cgroup_root, o.clone()) else {
-            return o;
+        let Object::Pod(mut pod) = o else { return o };
+        let Some(root) = &self.config.cgroup_root else {
+            return Object::Pod(pod);
         };
         let local = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
             == Some(self.config.node_name.as_str());
@@ -241,22 +242,20 @@ impl Feeder {
             .annotations
             .as_ref()
             .is_some_and(|a| a.contains_key(CGROUP_ANNOTATION));
-        let Some(uid) = pod.metadata.uid.clone() else {
+        let (true, false, Some(uid)) = (local, annotated, pod.metadata.uid.as_deref()) else {
             return Object::Pod(pod);
         };
-        if !local || annotated {
-            return Object::Pod(pod);
-        }
-        match crate::cgroup::find_pod_cgroup(root, &uid) {
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        match crate::cgroup::find_pod_cgroup(root, uid) {
             Ok(Some(cgroup)) => {
                 pod.metadata
                     .annotations
                     .get_or_insert_default()
                     .insert(CGROUP_ANNOTATION.to_owned(), cgroup);
             }
-            Ok(None) => tracing::debug!(pod = %o.object_ref(), "pod cgroup not found yet"),
+            Ok(None) => tracing::debug!(pod = name, uid, "pod cgroup not found yet"),
             Err(error) => {
-                tracing::warn!(pod = %o.object_ref(), %error, "cannot search the cgroup hierarchy")
+                tracing::warn!(pod = name, uid, %error, "cannot search the cgroup hierarchy")
             }
         }
         Object::Pod(pod)
@@ -269,7 +268,8 @@ pub struct KubeSource;
 
 impl KubeSource {
     /// Starts watching with `client`, feeding `index`; returns the channel
-    /// of desired states and the task, which runs until aborted.
+    /// of desired states and the task, which runs until aborted. Must be
+    /// called within a Tokio runtime.
     pub fn start(
         client: Client,
         config: KubeSourceConfig,

@@ -537,24 +537,27 @@ fn deny_policies_become_kernel_rules_and_authorization_entries() {
         "no-frontend",
         "DENY",
         "{matchLabels: {app: ratings}}",
-        "[{from: [{identities: ['spiffe://cluster.local/ns/demo/sa/frontend']}], to: [{ports: [50051]}]}]",
+        "[{from: [{identities: ['spiffe://cluster.local/ns/demo/sa/frontend', 'spiffe://cluster.local/ns/other/sa/outsider']}], to: [{ports: [50051]}]}]",
     )))
     .unwrap();
     let s = ix.snapshot();
     let frontend = identity_of(&s, "spiffe://cluster.local/ns/demo/sa/frontend");
     let ratings = identity_of(&s, "spiffe://cluster.local/ns/demo/sa/ratings");
+    let outsider = identity_of(&s, "spiffe://cluster.local/ns/other/sa/outsider");
     let rules: Vec<_> = s.policy.iter().map(|(k, r)| (*k, r.verdict)).collect();
-    assert_eq!(
-        rules,
-        [(
+    let deny = |src| {
+        (
             PolicyRuleKey {
-                src_identity: frontend,
+                src_identity: src,
                 dst_identity: ratings,
-                port: 50051
+                port: 50051,
             },
-            Verdict::Deny
-        )]
-    );
+            Verdict::Deny,
+        )
+    };
+    let mut expected = vec![deny(frontend), deny(outsider)];
+    expected.sort_by_key(|(k, _)| *k);
+    assert_eq!(rules, expected, "identities without Pods get numbers too");
     let entries = &s.authorization[&ratings];
     assert_eq!(entries[0].policy, ServiceName::new("demo", "no-frontend"));
     assert_eq!(entries[0].rules[0].ports, [50051]);
