@@ -49,15 +49,26 @@ pub struct KubeSourceConfig {
     /// Publish the first state after this long even if some kinds have
     /// not listed yet.
     pub initial_sync_timeout: Duration,
+    /// Least time between two published states: changes arriving faster
+    /// are applied together.
+    pub min_publish_interval: Duration,
+    /// Watch the Pods of every node instead of this node's only. The index
+    /// then knows the identity and mesh membership of remote Pods (without
+    /// it, remote endpoints carry their Service's identity number), at the
+    /// cost of every agent watching every Pod.
+    pub watch_all_pods: bool,
 }
 
 impl KubeSourceConfig {
-    /// Defaults for `node_name`: no cgroup lookup, 30 s initial sync timeout.
+    /// Defaults for `node_name`: no cgroup lookup, 30 s initial sync
+    /// timeout, at most one state per 50 ms, this node's Pods only.
     pub fn new(node_name: impl Into<String>) -> Self {
         Self {
             node_name: node_name.into(),
             cgroup_root: None,
             initial_sync_timeout: Duration::from_secs(30),
+            min_publish_interval: Duration::from_millis(50),
+            watch_all_pods: false,
         }
     }
 }
@@ -124,9 +135,13 @@ where
     )
 }
 
-fn streams(client: &Client, node_name: &str) -> SelectAll<BoxStream<'static, Update>> {
+fn streams(client: &Client, config: &KubeSourceConfig) -> SelectAll<BoxStream<'static, Update>> {
     let cfg = watcher::Config::default;
-    let pods = cfg().fields(&format!("spec.nodeName={node_name}"));
+    let pods = if config.watch_all_pods {
+        cfg()
+    } else {
+        cfg().fields(&format!("spec.nodeName={}", config.node_name))
+    };
     futures::stream::select_all([
         watch(
             Api::<Namespace>::all(client.clone()),
@@ -282,8 +297,10 @@ impl KubeSource {
 }
 
 async fn run(client: Client, config: KubeSourceConfig, publisher: Publisher) {
-    let mut updates = streams(&client, &config.node_name);
-    let deadline = tokio::time::Instant::now() + config.initial_sync_timeout;
+    use tokio::time::{Instant, sleep_until};
+    let mut updates = streams(&client, &config);
+    let deadline = Instant::now() + config.initial_sync_timeout;
+    let interval = config.min_publish_interval;
     let mut feeder = Feeder {
         config,
         publisher,
@@ -291,29 +308,35 @@ async fn run(client: Client, config: KubeSourceConfig, publisher: Publisher) {
         listed: BTreeSet::new(),
     };
     let mut synced = false;
+    // Changes applied but not yet published, and when publishing is allowed next.
+    let mut dirty = false;
+    let mut next_publish = Instant::now();
     loop {
-        let next = tokio::select! {
-            next = updates.next() => next,
-            () = tokio::time::sleep_until(deadline), if !synced => {
+        tokio::select! {
+            next = updates.next() => {
+                let Some((kind, update)) = next else { return };
+                feeder.handle(kind, update);
+                // Apply everything already waiting before computing a new state.
+                while let Some(Some((kind, update))) = updates.next().now_or_never() {
+                    feeder.handle(kind, update);
+                }
+                dirty = true;
+                if !synced && feeder.listed.len() == Kind::ALL.len() {
+                    synced = true;
+                    tracing::info!("initial sync complete");
+                }
+            }
+            () = sleep_until(deadline), if !synced => {
                 let missing: Vec<&str> = Kind::ALL.iter().filter(|k| !feeder.listed.contains(k)).map(|k| k.as_str()).collect();
                 tracing::warn!(?missing, "initial sync incomplete; publishing what is known");
                 synced = true;
-                feeder.publisher.publish();
-                continue;
             }
-        };
-        let Some((kind, update)) = next else { return };
-        feeder.handle(kind, update);
-        // Apply everything already waiting before computing a new state.
-        while let Some(Some((kind, update))) = updates.next().now_or_never() {
-            feeder.handle(kind, update);
+            () = sleep_until(next_publish), if synced && dirty => {}
         }
-        if !synced && feeder.listed.len() == Kind::ALL.len() {
-            synced = true;
-            tracing::info!("initial sync complete");
-        }
-        if synced {
+        if synced && dirty && Instant::now() >= next_publish {
             feeder.publisher.publish();
+            dirty = false;
+            next_publish = Instant::now() + interval;
         }
     }
 }
