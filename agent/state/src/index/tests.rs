@@ -708,3 +708,23 @@ fn distribution_is_capped_at_the_slot_limit() {
         .sum();
     assert!(heavy >= 1010, "the 99.9% group keeps its share: {heavy}");
 }
+
+#[test]
+fn a_route_waiting_for_two_services_applies_after_both() {
+    let mut ix = Index::new(IndexConfig::default(), None);
+    let mut objs = objects(&bookinfo());
+    objs.retain(|o| o.kind() != Kind::Service || !o.object_ref().name.starts_with("reviews-"));
+    assert!(ix.apply_all(objs).is_empty());
+    assert!(ix.apply(one(REVIEWS_SPLIT)).is_err());
+    ix.apply(one(&service("reviews-v1", "10.96.0.21", 9080)))
+        .unwrap();
+    assert_eq!(ix.held_back().count(), 1, "still waiting for reviews-v2");
+    ix.apply(one(&service("reviews-v2", "10.96.0.22", 9080)))
+        .unwrap();
+    assert_eq!(ix.held_back().count(), 0);
+    let s = ix.snapshot();
+    assert_eq!(
+        weights(&s, "10.96.0.20", 9080),
+        [(ip("10.244.1.11"), 9), (ip("10.244.2.11"), 1)]
+    );
+}
