@@ -728,3 +728,64 @@ fn a_route_waiting_for_two_services_applies_after_both() {
         [(ip("10.244.1.11"), 9), (ip("10.244.2.11"), 1)]
     );
 }
+
+#[test]
+fn each_invalid_field_is_named() {
+    let cases: [(&str, &str, &str); 7] = [
+        (
+            "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: s, namespace: demo}\n\
+             spec: {service: reviews, backends: [{service: reviews-v1, weight: 0}]}",
+            "spec.backends",
+            "backend weights sum to zero",
+        ),
+        (
+            "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: s, namespace: demo}\n\
+             spec: {service: nowhere, backends: [{service: reviews-v1, weight: 1}]}",
+            "spec.service",
+            "Service demo/nowhere does not exist",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: g, namespace: demo}\n\
+             spec: {parentRefs: [{kind: Service, name: ratings}], rules: [{matches: [{method: {type: Glob, service: x}}]}]}",
+            "spec.rules[0].matches[0].method.type",
+            "unsupported value \"Glob\"",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: h, namespace: demo}\n\
+             spec: {parentRefs: [{kind: Service, name: reviews}], rules: [{timeouts: {request: 10 seconds}}]}",
+            "spec.rules[0].timeouts.request",
+            "invalid duration \"10 seconds\"",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: h, namespace: demo}\n\
+             spec: {parentRefs: [{kind: Service, name: reviews}], rules: [{backendRefs: [{name: reviews-v1, port: 70000}]}]}",
+            "spec.rules[0].backendRefs[0].port",
+            "invalid port 70000",
+        ),
+        (
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, namespace: demo, labels: {kubernetes.io/service-name: reviews}}\n\
+             addressType: IPv4\nendpoints: [{addresses: [10.0.0.1], conditions: {ready: true}}, {addresses: [not-an-ip]}]",
+            "endpoints[1].addresses[0]",
+            "invalid IP address \"not-an-ip\"",
+        ),
+        (
+            "apiVersion: nodemesh.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: demo}\n\
+             spec: {action: ALLOW, rules: [{from: [{identities: [frontend]}]}]}",
+            "spec.rules[0].from[0].identities[0]",
+            "invalid SPIFFE ID \"frontend\"",
+        ),
+    ];
+    let mut ix = index();
+    let before = ix.snapshot();
+    for (yaml, field, reason) in cases {
+        let err = ix.apply(one(yaml)).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.reason.to_string().as_str()),
+            (field, reason),
+            "{yaml}"
+        );
+    }
+    let mut after = ix.snapshot();
+    after.generation = before.generation;
+    assert_eq!(after, before, "refused objects change nothing");
+}
