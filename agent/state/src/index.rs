@@ -21,8 +21,6 @@ pub mod validate;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::desired::{DesiredState, MeshSettings, ServiceName};
-#[cfg(test)]
-use crate::desired::{EndpointEntry, MAX_SLOTS_PER_SERVICE};
 use crate::identity::{DEFAULT_TRUST_DOMAIN, Identity, Numbers};
 use crate::metrics::RejectionMetrics;
 use crate::model::crds::MESH_CONFIG_NAME;

@@ -296,8 +296,7 @@ impl Ctx<'_> {
                     .ix
                     .pods
                     .range::<Key, _>((ns.to_owned(), String::new())..);
-                for ((pns, _), pod) in pods.take_while(|((pns, _), _)| pns == ns) {
-                    debug_assert_eq!(pns, ns);
+                for (_, pod) in pods.take_while(|((pns, _), _)| pns == ns) {
                     if !selector.matches(&pod.labels) {
                         continue;
                     }

@@ -6,7 +6,8 @@ use prometheus::Registry;
 
 use super::*;
 use crate::desired::{
-    BackendEntry, PROTO_TCP, PolicyRule, PolicyRuleKey, ServiceKey, StringMatch, Verdict,
+    BackendEntry, EndpointEntry, MAX_SLOTS_PER_SERVICE, PROTO_TCP, PolicyRule, PolicyRuleKey,
+    ServiceKey, StringMatch, Verdict,
 };
 use crate::model::crds::MtlsMode;
 use crate::model::decode::decode_yaml;
