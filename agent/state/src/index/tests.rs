@@ -732,7 +732,13 @@ fn a_route_waiting_for_two_services_applies_after_both() {
 
 #[test]
 fn each_invalid_field_is_named() {
-    let cases: [(&str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str); 8] = [
+        (
+            "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: s, namespace: demo}\n\
+             spec: {service: reviews, backends: [{service: reviews-v1, weight: 1}], matches: [{kind: HTTPRouteGroup, name: ab}]}",
+            "spec.matches",
+            "unsupported value \"HTTPRouteGroup matches\"",
+        ),
         (
             "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: s, namespace: demo}\n\
              spec: {service: reviews, backends: [{service: reviews-v1, weight: 0}]}",

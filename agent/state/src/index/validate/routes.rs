@@ -318,6 +318,13 @@ pub(in crate::index) fn traffic_split(
     if root.is_empty() {
         return Err(Rejection::new(object, "spec.service", Reason::Missing));
     }
+    if !split.spec.matches.is_empty() {
+        return Err(Rejection::new(
+            object,
+            "spec.matches",
+            Reason::Unsupported("HTTPRouteGroup matches".to_owned()),
+        ));
+    }
     let mut out = Vec::new();
     for (i, b) in split.spec.backends.iter().enumerate() {
         if b.weight < 0 {
