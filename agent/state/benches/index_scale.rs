@@ -118,26 +118,26 @@ fn load(objects: Vec<Object>) -> (Index, nodemesh_state::DesiredState) {
 }
 
 fn report_memory() {
+    let mib = |bytes: isize| bytes as f64 / (1024.0 * 1024.0);
+    let start = LIVE.load(Ordering::Relaxed);
     let objs = objects();
-    let before = LIVE.load(Ordering::Relaxed);
+    let with_objects = LIVE.load(Ordering::Relaxed);
     let (index, state) = load(objs);
-    let after = LIVE.load(Ordering::Relaxed);
+    let loaded = LIVE.load(Ordering::Relaxed);
     assert_eq!(state.services.len(), SERVICES as usize);
     assert_eq!(
         state.endpoints.len(),
         (SERVICES * ENDPOINTS_PER_SERVICE) as usize
     );
-    println!(
-        "index_scale: {SERVICES} services, {} endpoints: index + desired state hold {:.1} MiB \
-         (objects consumed while loading)",
-        SERVICES * ENDPOINTS_PER_SERVICE,
-        (after - before) as f64 / (1024.0 * 1024.0)
-    );
     drop(state);
-    let without_state = LIVE.load(Ordering::Relaxed);
+    let index_only = LIVE.load(Ordering::Relaxed);
     println!(
-        "index_scale: index alone holds {:.1} MiB",
-        (without_state - before) as f64 / (1024.0 * 1024.0)
+        "index_scale: {SERVICES} services, {} endpoints: decoded objects {:.1} MiB; \
+         index {:.1} MiB; one desired state {:.1} MiB",
+        SERVICES * ENDPOINTS_PER_SERVICE,
+        mib(with_objects - start),
+        mib(index_only - start),
+        mib(loaded - index_only),
     );
     drop(index);
 }

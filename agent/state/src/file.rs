@@ -192,7 +192,8 @@ impl FileSource {
 
     /// Loads the tree into `index`, publishes the first state, and keeps
     /// watching: every change is applied and published within about
-    /// `debounce` (notifications) or `poll_interval` (polling).
+    /// `debounce` (notifications) or `poll_interval` (polling). Must be
+    /// called within a Tokio runtime.
     pub fn start(
         config: FileSourceConfig,
         index: Index,

@@ -21,8 +21,6 @@ pub mod validate;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::desired::{DesiredState, MeshSettings, ServiceName};
-#[cfg(test)]
-use crate::desired::{EndpointEntry, MAX_SLOTS_PER_SERVICE};
 use crate::identity::{DEFAULT_TRUST_DOMAIN, Identity, Numbers};
 use crate::metrics::RejectionMetrics;
 use crate::model::crds::MESH_CONFIG_NAME;
@@ -74,8 +72,8 @@ pub struct Index {
     slices: BTreeMap<Key, SliceRecord>,
     routes: BTreeMap<ObjectRef, RouteRecord>,
     policies: BTreeMap<Key, PolicyRecord>,
-    /// Objects refused only because a Service they name is missing.
-    held: BTreeMap<ObjectRef, Object>,
+    /// Objects refused only because a Service they name is missing, with that Service.
+    held: BTreeMap<ObjectRef, (Object, ServiceName)>,
     identity_numbers: Numbers<IdentityKey>,
     service_ids: Numbers<(ServiceName, u16, u8)>,
     rule_ids: Numbers<ObjectRef>,
@@ -116,14 +114,14 @@ impl Index {
         match self.try_apply(&r, &object) {
             Ok(()) => {
                 self.held.remove(&r);
-                if r.kind == Kind::Service {
-                    self.retry_held();
+                if r.kind == Kind::Service && !self.held.is_empty() {
+                    self.retry_held(&ServiceName::new(r.namespace, r.name));
                 }
                 Ok(())
             }
             Err(rejection) => {
-                if matches!(rejection.reason, Reason::MissingService(_)) {
-                    self.held.insert(r, object);
+                if let Reason::MissingService(missing) = &rejection.reason {
+                    self.held.insert(r, (object, (**missing).clone()));
                 }
                 self.record_rejection(&rejection);
                 Err(rejection)
@@ -245,16 +243,30 @@ impl Index {
         self.held.keys()
     }
 
-    fn retry_held(&mut self) {
-        let held: Vec<(ObjectRef, Object)> = self
+    /// Retries the held objects that waited for `service`.
+    fn retry_held(&mut self, service: &ServiceName) {
+        let waiting: Vec<(ObjectRef, Object)> = self
             .held
             .iter()
-            .map(|(r, o)| (r.clone(), o.clone()))
+            .filter(|(_, (_, missing))| missing == service)
+            .map(|(r, (o, _))| (r.clone(), o.clone()))
             .collect();
-        for (r, o) in held {
-            if self.try_apply(&r, &o).is_ok() {
-                tracing::info!(object = %r, "applied object once the Service it names appeared");
-                self.held.remove(&r);
+        for (r, o) in waiting {
+            match self.try_apply(&r, &o) {
+                Ok(()) => {
+                    tracing::info!(object = %r, "applied object once the Service it names appeared");
+                    self.held.remove(&r);
+                }
+                Err(Rejection {
+                    reason: Reason::MissingService(next),
+                    ..
+                }) => {
+                    self.held.insert(r, (o, *next));
+                }
+                Err(rejection) => {
+                    self.held.remove(&r);
+                    self.record_rejection(&rejection);
+                }
             }
         }
     }

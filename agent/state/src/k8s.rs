@@ -49,15 +49,26 @@ pub struct KubeSourceConfig {
     /// Publish the first state after this long even if some kinds have
     /// not listed yet.
     pub initial_sync_timeout: Duration,
+    /// Least time between two published states: changes arriving faster
+    /// are applied together.
+    pub min_publish_interval: Duration,
+    /// Watch the Pods of every node instead of this node's only. The index
+    /// then knows the identity and mesh membership of remote Pods (without
+    /// it, remote endpoints carry their Service's identity number), at the
+    /// cost of every agent watching every Pod.
+    pub watch_all_pods: bool,
 }
 
 impl KubeSourceConfig {
-    /// Defaults for `node_name`: no cgroup lookup, 30 s initial sync timeout.
+    /// Defaults for `node_name`: no cgroup lookup, 30 s initial sync
+    /// timeout, at most one state per 50 ms, this node's Pods only.
     pub fn new(node_name: impl Into<String>) -> Self {
         Self {
             node_name: node_name.into(),
             cgroup_root: None,
             initial_sync_timeout: Duration::from_secs(30),
+            min_publish_interval: Duration::from_millis(50),
+            watch_all_pods: false,
         }
     }
 }
@@ -124,9 +135,13 @@ where
     )
 }
 
-fn streams(client: &Client, node_name: &str) -> SelectAll<BoxStream<'static, Update>> {
+fn streams(client: &Client, config: &KubeSourceConfig) -> SelectAll<BoxStream<'static, Update>> {
     let cfg = watcher::Config::default;
-    let pods = cfg().fields(&format!("spec.nodeName={node_name}"));
+    let pods = if config.watch_all_pods {
+        cfg()
+    } else {
+        cfg().fields(&format!("spec.nodeName={}", config.node_name))
+    };
     futures::stream::select_all([
         watch(
             Api::<Namespace>::all(client.clone()),
@@ -231,8 +246,9 @@ impl Feeder {
 
     /// Gives a Pod of this node its kubelet cgroup when it has no annotation.
     fn with_cgroup(&self, o: Object) -> Object {
-        let (Some(root), Object::Pod(mut pod)) = (&self.config.cgroup_root, o.clone()) else {
-            return o;
+        let Object::Pod(mut pod) = o else { return o };
+        let Some(root) = &self.config.cgroup_root else {
+            return Object::Pod(pod);
         };
         let local = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
             == Some(self.config.node_name.as_str());
@@ -241,22 +257,20 @@ impl Feeder {
             .annotations
             .as_ref()
             .is_some_and(|a| a.contains_key(CGROUP_ANNOTATION));
-        let Some(uid) = pod.metadata.uid.clone() else {
+        let (true, false, Some(uid)) = (local, annotated, pod.metadata.uid.as_deref()) else {
             return Object::Pod(pod);
         };
-        if !local || annotated {
-            return Object::Pod(pod);
-        }
-        match crate::cgroup::find_pod_cgroup(root, &uid) {
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        match crate::cgroup::find_pod_cgroup(root, uid) {
             Ok(Some(cgroup)) => {
                 pod.metadata
                     .annotations
                     .get_or_insert_default()
                     .insert(CGROUP_ANNOTATION.to_owned(), cgroup);
             }
-            Ok(None) => tracing::debug!(pod = %o.object_ref(), "pod cgroup not found yet"),
+            Ok(None) => tracing::debug!(pod = name, uid, "pod cgroup not found yet"),
             Err(error) => {
-                tracing::warn!(pod = %o.object_ref(), %error, "cannot search the cgroup hierarchy")
+                tracing::warn!(pod = name, uid, %error, "cannot search the cgroup hierarchy")
             }
         }
         Object::Pod(pod)
@@ -269,7 +283,8 @@ pub struct KubeSource;
 
 impl KubeSource {
     /// Starts watching with `client`, feeding `index`; returns the channel
-    /// of desired states and the task, which runs until aborted.
+    /// of desired states and the task, which runs until aborted. Must be
+    /// called within a Tokio runtime.
     pub fn start(
         client: Client,
         config: KubeSourceConfig,
@@ -282,8 +297,10 @@ impl KubeSource {
 }
 
 async fn run(client: Client, config: KubeSourceConfig, publisher: Publisher) {
-    let mut updates = streams(&client, &config.node_name);
-    let deadline = tokio::time::Instant::now() + config.initial_sync_timeout;
+    use tokio::time::{Instant, sleep_until};
+    let mut updates = streams(&client, &config);
+    let deadline = Instant::now() + config.initial_sync_timeout;
+    let interval = config.min_publish_interval;
     let mut feeder = Feeder {
         config,
         publisher,
@@ -291,29 +308,35 @@ async fn run(client: Client, config: KubeSourceConfig, publisher: Publisher) {
         listed: BTreeSet::new(),
     };
     let mut synced = false;
+    // Changes applied but not yet published, and when publishing is allowed next.
+    let mut dirty = false;
+    let mut next_publish = Instant::now();
     loop {
-        let next = tokio::select! {
-            next = updates.next() => next,
-            () = tokio::time::sleep_until(deadline), if !synced => {
+        tokio::select! {
+            next = updates.next() => {
+                let Some((kind, update)) = next else { return };
+                feeder.handle(kind, update);
+                // Apply everything already waiting before computing a new state.
+                while let Some(Some((kind, update))) = updates.next().now_or_never() {
+                    feeder.handle(kind, update);
+                }
+                dirty = true;
+                if !synced && feeder.listed.len() == Kind::ALL.len() {
+                    synced = true;
+                    tracing::info!("initial sync complete");
+                }
+            }
+            () = sleep_until(deadline), if !synced => {
                 let missing: Vec<&str> = Kind::ALL.iter().filter(|k| !feeder.listed.contains(k)).map(|k| k.as_str()).collect();
                 tracing::warn!(?missing, "initial sync incomplete; publishing what is known");
                 synced = true;
-                feeder.publisher.publish();
-                continue;
             }
-        };
-        let Some((kind, update)) = next else { return };
-        feeder.handle(kind, update);
-        // Apply everything already waiting before computing a new state.
-        while let Some(Some((kind, update))) = updates.next().now_or_never() {
-            feeder.handle(kind, update);
+            () = sleep_until(next_publish), if synced && dirty => {}
         }
-        if !synced && feeder.listed.len() == Kind::ALL.len() {
-            synced = true;
-            tracing::info!("initial sync complete");
-        }
-        if synced {
+        if synced && dirty && Instant::now() >= next_publish {
             feeder.publisher.publish();
+            dirty = false;
+            next_publish = Instant::now() + interval;
         }
     }
 }

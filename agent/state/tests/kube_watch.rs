@@ -314,6 +314,17 @@ async fn kube_mode_follows_list_watch_relist_and_bookmarks() {
     api.put(PODS, pod("frontend", "10.244.1.10"), false);
     api.put(SERVICES, service("10.96.0.20"), false);
     api.put(SLICES, slice("reviews-1", &["10.244.1.11"]), false);
+    // A Pod without a cgroup annotation: its kubelet cgroup is looked up.
+    let mut unannotated = pod("reviews", "10.244.1.11");
+    unannotated["metadata"]["annotations"] = json!({});
+    api.put(PODS, unannotated, false);
+    let cgroup_root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(
+        cgroup_root
+            .path()
+            .join("kubepods/burstable/poduid-reviews/container-1"),
+    )
+    .unwrap();
     let addr = api.clone().serve().await;
 
     let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
@@ -327,7 +338,11 @@ async fn kube_mode_follows_list_watch_relist_and_bookmarks() {
         },
         Some(metrics.clone()),
     );
-    let (mut rx, task) = KubeSource::start(client, KubeSourceConfig::new("node-a"), index);
+    let source_config = KubeSourceConfig {
+        cgroup_root: Some(cgroup_root.path().to_owned()),
+        ..KubeSourceConfig::new("node-a")
+    };
+    let (mut rx, task) = KubeSource::start(client, source_config, index);
 
     // Initial list of every kind.
     wait_for(&mut rx, "initial list", |s| {
@@ -335,6 +350,13 @@ async fn kube_mode_follows_list_watch_relist_and_bookmarks() {
     })
     .await;
     assert_eq!(rx.borrow().generation, 1);
+    let reviews = rx
+        .borrow()
+        .workloads
+        .get("kubepods/burstable/poduid-reviews")
+        .cloned()
+        .expect("kubelet cgroup found");
+    assert_eq!((reviews.name.as_str(), reviews.meshed), ("reviews", true));
     let pod_list = &api.requests(PODS)[0];
     assert!(
         pod_list.contains("fieldSelector=spec.nodeName%3Dnode-a"),

@@ -55,7 +55,7 @@ fn state(yaml: &str) -> DesiredState {
 #[derive(Default)]
 struct Maps {
     services: HashMap<ServiceKey, (u32, u32)>,
-    backends: BTreeMap<(u32, u32), BackendEntry>,
+    backends: BTreeMap<(u32, u32), SlotBackend>,
     endpoints: HashMap<IpAddr, EndpointEntry>,
 }
 
@@ -104,19 +104,33 @@ impl Maps {
         }
     }
 
+    /// The maps hold `s`: every Service entry, each backend in as many
+    /// slots as its weight, and every endpoint.
     fn matches(&self, s: &DesiredState) -> bool {
         let services: HashMap<ServiceKey, (u32, u32)> = s
             .services
             .iter()
             .map(|(k, e)| (*k, (e.id, e.slot_count())))
             .collect();
-        let backends: BTreeMap<(u32, u32), BackendEntry> = s
-            .services
-            .values()
-            .flat_map(|e| e.slots().enumerate().map(|(i, b)| ((e.id, i as u32), *b)))
-            .collect();
+        let tables_ok = s.services.values().all(|e| {
+            let mut counts: HashMap<SlotBackend, u32> = HashMap::new();
+            for ((id, _), b) in &self.backends {
+                if *id == e.id {
+                    *counts.entry(*b).or_default() += 1;
+                }
+            }
+            let want: HashMap<SlotBackend, u32> = e
+                .backends
+                .iter()
+                .map(|b| (SlotBackend::from(b), b.weight))
+                .collect();
+            counts == want
+        });
+        let ids: std::collections::BTreeSet<u32> = s.services.values().map(|e| e.id).collect();
+        let no_stray_slots = self.backends.keys().all(|(id, _)| ids.contains(id));
         services == self.services
-            && backends == self.backends
+            && tables_ok
+            && no_stray_slots
             && s.endpoints
                 .iter()
                 .map(|(k, v)| (*k, *v))
@@ -205,4 +219,51 @@ fn removed_services_go_before_their_slots() {
         .position(|c| matches!(c, Change::RemoveBackendSlot { .. }))
         .unwrap();
     assert!(svc < slot);
+}
+
+#[test]
+fn one_more_endpoint_writes_one_slot() {
+    let with = |ips: &[&str]| {
+        let eps: Vec<String> = ips
+            .iter()
+            .map(|ip| format!("{{addresses: [{ip}]}}"))
+            .collect();
+        state(&BASE.replace(
+            "endpoints: [{addresses: [10.244.1.1]}, {addresses: [10.244.1.2]}, {addresses: [10.244.1.3]}]",
+            &format!("endpoints: [{}]", eps.join(", ")),
+        ))
+    };
+    let three = with(&["10.244.1.1", "10.244.1.5", "10.244.1.9"]);
+    let four = with(&["10.244.1.1", "10.244.1.3", "10.244.1.5", "10.244.1.9"]);
+    let two = with(&["10.244.1.1", "10.244.1.9"]);
+    let mut dp = Datapath::default();
+    let mut maps = Maps::default();
+    maps.replay(&dp.update(&three));
+
+    let grow = dp.update(&four);
+    maps.replay(&grow);
+    assert!(maps.matches(&four));
+    let slots: Vec<_> = grow
+        .iter()
+        .filter(|c| matches!(c, Change::UpsertBackendSlot { .. }))
+        .collect();
+    assert_eq!(
+        slots.len(),
+        1,
+        "the new endpoint takes the new slot; nothing moves: {grow:?}"
+    );
+
+    let shrink = dp.update(&two);
+    maps.replay(&shrink);
+    assert!(maps.matches(&two));
+    let writes = shrink
+        .iter()
+        .filter(|c| matches!(c, Change::UpsertBackendSlot { .. }))
+        .count();
+    let removals = shrink
+        .iter()
+        .filter(|c| matches!(c, Change::RemoveBackendSlot { .. }))
+        .count();
+    assert!(writes <= 1 && removals == 2, "{shrink:?}");
+    assert_eq!(dp.state(), &two);
 }

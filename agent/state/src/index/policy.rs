@@ -125,7 +125,9 @@ pub(super) fn policy(ix: &mut Index, state: &mut DesiredState) {
                 srcs.insert(0);
             }
             for id in &rule.identities {
-                srcs.insert(identity_numbers.get_or_assign(&IdentityKey::Workload(id.clone())));
+                let n = identity_numbers.get_or_assign(&IdentityKey::Workload(id.clone()));
+                state.identities.entry(n).or_insert_with(|| id.clone());
+                srcs.insert(n);
             }
             for rns in &rule.namespaces {
                 srcs.extend(

@@ -71,13 +71,15 @@ pub(super) fn workloads_and_endpoints(ix: &mut Index, state: &mut DesiredState) 
         }
     }
     for ((ns, _), slice) in slices.iter() {
-        let svc = ServiceName::new(ns.clone(), slice.service.clone());
         let meshed = namespaces.get(ns).is_some_and(|n| n.meshed);
+        let mut identity = None;
         for ep in &slice.endpoints {
             for ip in &ep.ips {
                 if !state.endpoints.contains_key(ip) {
-                    let identity =
-                        identity_numbers.get_or_assign(&IdentityKey::Service(svc.clone()));
+                    let identity = *identity.get_or_insert_with(|| {
+                        let svc = ServiceName::new(ns.clone(), slice.service.clone());
+                        identity_numbers.get_or_assign(&IdentityKey::Service(svc))
+                    });
                     state.endpoints.insert(
                         *ip,
                         EndpointEntry {
@@ -300,8 +302,7 @@ impl Ctx<'_> {
                     .ix
                     .pods
                     .range::<Key, _>((ns.to_owned(), String::new())..);
-                for ((pns, _), pod) in pods.take_while(|((pns, _), _)| pns == ns) {
-                    debug_assert_eq!(pns, ns);
+                for (_, pod) in pods.take_while(|((pns, _), _)| pns == ns) {
                     if !selector.matches(&pod.labels) {
                         continue;
                     }

@@ -6,7 +6,8 @@ use prometheus::Registry;
 
 use super::*;
 use crate::desired::{
-    BackendEntry, PROTO_TCP, PolicyRule, PolicyRuleKey, ServiceKey, StringMatch, Verdict,
+    BackendEntry, EndpointEntry, MAX_SLOTS_PER_SERVICE, PROTO_TCP, PolicyRule, PolicyRuleKey,
+    ServiceKey, StringMatch, Verdict,
 };
 use crate::model::crds::MtlsMode;
 use crate::model::decode::decode_yaml;
@@ -538,24 +539,27 @@ fn deny_policies_become_kernel_rules_and_authorization_entries() {
         "no-frontend",
         "DENY",
         "{matchLabels: {app: ratings}}",
-        "[{from: [{identities: ['spiffe://cluster.local/ns/demo/sa/frontend']}], to: [{ports: [50051]}]}]",
+        "[{from: [{identities: ['spiffe://cluster.local/ns/demo/sa/frontend', 'spiffe://cluster.local/ns/other/sa/outsider']}], to: [{ports: [50051]}]}]",
     )))
     .unwrap();
     let s = ix.snapshot();
     let frontend = identity_of(&s, "spiffe://cluster.local/ns/demo/sa/frontend");
     let ratings = identity_of(&s, "spiffe://cluster.local/ns/demo/sa/ratings");
+    let outsider = identity_of(&s, "spiffe://cluster.local/ns/other/sa/outsider");
     let rules: Vec<_> = s.policy.iter().map(|(k, r)| (*k, r.verdict)).collect();
-    assert_eq!(
-        rules,
-        [(
+    let deny = |src| {
+        (
             PolicyRuleKey {
-                src_identity: frontend,
+                src_identity: src,
                 dst_identity: ratings,
-                port: 50051
+                port: 50051,
             },
-            Verdict::Deny
-        )]
-    );
+            Verdict::Deny,
+        )
+    };
+    let mut expected = vec![deny(frontend), deny(outsider)];
+    expected.sort_by_key(|(k, _)| *k);
+    assert_eq!(rules, expected, "identities without Pods get numbers too");
     let entries = &s.authorization[&ratings];
     assert_eq!(entries[0].policy, ServiceName::new("demo", "no-frontend"));
     assert_eq!(entries[0].rules[0].ports, [50051]);
@@ -705,4 +709,91 @@ fn distribution_is_capped_at_the_slot_limit() {
         .map(|b| b.weight)
         .sum();
     assert!(heavy >= 1010, "the 99.9% group keeps its share: {heavy}");
+}
+
+#[test]
+fn a_route_waiting_for_two_services_applies_after_both() {
+    let mut ix = Index::new(IndexConfig::default(), None);
+    let mut objs = objects(&bookinfo());
+    objs.retain(|o| o.kind() != Kind::Service || !o.object_ref().name.starts_with("reviews-"));
+    assert!(ix.apply_all(objs).is_empty());
+    assert!(ix.apply(one(REVIEWS_SPLIT)).is_err());
+    ix.apply(one(&service("reviews-v1", "10.96.0.21", 9080)))
+        .unwrap();
+    assert_eq!(ix.held_back().count(), 1, "still waiting for reviews-v2");
+    ix.apply(one(&service("reviews-v2", "10.96.0.22", 9080)))
+        .unwrap();
+    assert_eq!(ix.held_back().count(), 0);
+    let s = ix.snapshot();
+    assert_eq!(
+        weights(&s, "10.96.0.20", 9080),
+        [(ip("10.244.1.11"), 9), (ip("10.244.2.11"), 1)]
+    );
+}
+
+#[test]
+fn each_invalid_field_is_named() {
+    let cases: [(&str, &str, &str); 8] = [
+        (
+            "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: s, namespace: demo}\n\
+             spec: {service: reviews, backends: [{service: reviews-v1, weight: 1}], matches: [{kind: HTTPRouteGroup, name: ab}]}",
+            "spec.matches",
+            "unsupported value \"HTTPRouteGroup matches\"",
+        ),
+        (
+            "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: s, namespace: demo}\n\
+             spec: {service: reviews, backends: [{service: reviews-v1, weight: 0}]}",
+            "spec.backends",
+            "backend weights sum to zero",
+        ),
+        (
+            "apiVersion: split.smi-spec.io/v1alpha4\nkind: TrafficSplit\nmetadata: {name: s, namespace: demo}\n\
+             spec: {service: nowhere, backends: [{service: reviews-v1, weight: 1}]}",
+            "spec.service",
+            "Service demo/nowhere does not exist",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: g, namespace: demo}\n\
+             spec: {parentRefs: [{kind: Service, name: ratings}], rules: [{matches: [{method: {type: Glob, service: x}}]}]}",
+            "spec.rules[0].matches[0].method.type",
+            "unsupported value \"Glob\"",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: h, namespace: demo}\n\
+             spec: {parentRefs: [{kind: Service, name: reviews}], rules: [{timeouts: {request: 10 seconds}}]}",
+            "spec.rules[0].timeouts.request",
+            "invalid duration \"10 seconds\"",
+        ),
+        (
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: h, namespace: demo}\n\
+             spec: {parentRefs: [{kind: Service, name: reviews}], rules: [{backendRefs: [{name: reviews-v1, port: 70000}]}]}",
+            "spec.rules[0].backendRefs[0].port",
+            "invalid port 70000",
+        ),
+        (
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: e, namespace: demo, labels: {kubernetes.io/service-name: reviews}}\n\
+             addressType: IPv4\nendpoints: [{addresses: [10.0.0.1], conditions: {ready: true}}, {addresses: [not-an-ip]}]",
+            "endpoints[1].addresses[0]",
+            "invalid IP address \"not-an-ip\"",
+        ),
+        (
+            "apiVersion: nodemesh.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: demo}\n\
+             spec: {action: ALLOW, rules: [{from: [{identities: [frontend]}]}]}",
+            "spec.rules[0].from[0].identities[0]",
+            "invalid SPIFFE ID \"frontend\"",
+        ),
+    ];
+    let mut ix = index();
+    let before = ix.snapshot();
+    for (yaml, field, reason) in cases {
+        let err = ix.apply(one(yaml)).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.reason.to_string().as_str()),
+            (field, reason),
+            "{yaml}"
+        );
+    }
+    let mut after = ix.snapshot();
+    after.generation = before.generation;
+    assert_eq!(after, before, "refused objects change nothing");
 }

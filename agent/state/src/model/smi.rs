@@ -21,6 +21,11 @@ pub struct TrafficSplitSpec {
     /// The Services traffic goes to, weighted.
     #[serde(default)]
     pub backends: Vec<TrafficSplitBackend>,
+    /// References to `HTTPRouteGroup`s limiting the split (A/B tests); not
+    /// supported, so a split that sets them is refused rather than applied
+    /// to all traffic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<serde_json::Value>,
 }
 
 /// One weighted backend Service.
