@@ -86,9 +86,10 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 &args.trust_domain,
             )?;
             state.set_mesh(mesh.clone());
+            let listeners = mesh.bind().await?;
             let serving = mesh.clone();
             tokio::spawn(async move {
-                if let Err(error) = serving.serve().await {
+                if let Err(error) = serving.serve(listeners).await {
                     tracing::error!(error = %format!("{error:#}"), "mesh stopped");
                 }
             });

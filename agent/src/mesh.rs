@@ -50,6 +50,12 @@ pub struct MeshOptions {
     pub leaf_lifetime: Duration,
 }
 
+/// The mesh's bound sockets.
+pub struct Listeners {
+    outbound: tokio::net::TcpListener,
+    tunnel: tokio::net::TcpListener,
+}
+
 /// The running mesh: certificates, authorization, tunnels.
 pub struct Mesh {
     view: ArcSwap<View>,
@@ -147,17 +153,26 @@ impl Mesh {
         self.view.store(Arc::new(view));
     }
 
-    /// Serves the outbound listener and the tunnel server until the task is dropped.
-    pub async fn serve(self: Arc<Self>) -> anyhow::Result<()> {
-        let out = tokio::net::TcpListener::bind(self.options.redirect)
+    /// Binds the outbound listener and the tunnel server: the agent is not
+    /// ready until both are bound.
+    pub async fn bind(&self) -> anyhow::Result<Listeners> {
+        let outbound = tokio::net::TcpListener::bind(self.options.redirect)
             .await
             .with_context(|| {
-                format!("binding the outbound listener on {}", self.options.redirect)
+                format!(
+                    "binding the outbound listener on {} (--redirect-addr, --redirect-port)",
+                    self.options.redirect
+                )
             })?;
         let tunnel_addr = SocketAddr::new(self.options.node_addr, TUNNEL_PORT);
-        let inb = tokio::net::TcpListener::bind(tunnel_addr)
+        let tunnel = tokio::net::TcpListener::bind(tunnel_addr)
             .await
-            .with_context(|| format!("binding the tunnel server on {tunnel_addr}"))?;
+            .with_context(|| format!("binding the tunnel server on {tunnel_addr}: --node-addr must be an address of this node"))?;
+        Ok(Listeners { outbound, tunnel })
+    }
+
+    /// Serves the outbound listener and the tunnel server until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listeners: Listeners) -> anyhow::Result<()> {
         let inbound = Inbound::new(
             self.certs.clone(),
             self.authz.clone(),
@@ -166,10 +181,14 @@ impl Mesh {
             InboundConfig::default(),
         )
         .context("setting up the tunnel server")?;
-        tracing::info!(outbound = %self.options.redirect, tunnel = %tunnel_addr, "mesh listening");
-        let me = self.clone();
-        tokio::spawn(async move { inbound.serve(inb).await });
-        outbound::serve(me, out).await;
+        tracing::info!(
+            outbound = %self.options.redirect,
+            tunnel = %SocketAddr::new(self.options.node_addr, TUNNEL_PORT),
+            "mesh listening"
+        );
+        let tunnel = listeners.tunnel;
+        tokio::spawn(async move { inbound.serve(tunnel).await });
+        outbound::serve(self, listeners.outbound).await;
         Ok(())
     }
 

@@ -17,6 +17,7 @@
 //! nm-pod connect <addr>
 //! nm-pod marker-client <addr> <marker> <count> <hold-ms>
 //! nm-pod repeat-client <addr> <seconds>
+//! nm-pod watch-client <addr> <seconds>
 //! ```
 
 use std::collections::BTreeMap;
@@ -39,6 +40,7 @@ fn main() {
         "connect" => connect(addr(arg(1))),
         "marker-client" => marker_client(addr(arg(1)), arg(2), num(3), num(4)),
         "repeat-client" => repeat_client(addr(arg(1)), num(2)),
+        "watch-client" => watch_client(addr(arg(1)), num(2)),
         _ => usage(),
     }
 }
@@ -263,6 +265,43 @@ fn connect(addr: SocketAddr) {
             json!({"ok": false, "errno": e.raw_os_error(), "error": e.to_string()})
         ),
     }
+}
+
+/// Connects to a `hello:` server every 20 ms for `seconds` and records, for
+/// each attempt, when it started (Unix ms) and which backend answered or
+/// what failed: a timeline of what the datapath did.
+fn watch_client(addr: SocketAddr, seconds: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds as u64);
+    let mut samples = Vec::new();
+    while std::time::Instant::now() < deadline && samples.len() < 100_000 {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let outcome = (|| -> Result<String, String> {
+            let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                .map_err(|e| format!("connect: {e}"))?;
+            conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            loop {
+                match read_ready(&mut conn, &mut byte).map_err(|e| format!("read: {e}"))? {
+                    1 if byte[0] != b'\n' => line.push(byte[0]),
+                    _ => break,
+                }
+            }
+            if line.is_empty() {
+                return Err("closed without a greeting".into());
+            }
+            Ok(String::from_utf8_lossy(&line).into_owned())
+        })();
+        match outcome {
+            Ok(name) => samples.push(json!({"at": at, "backend": name})),
+            Err(e) => samples.push(json!({"at": at, "error": e})),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("{}", json!({"samples": samples}));
 }
 
 /// Makes one short request after another for `seconds` (at most 100,000),
