@@ -87,6 +87,7 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<ExitCode> {
             )?;
             state.set_mesh(mesh.clone());
             let listeners = mesh.bind().await?;
+            tokio::spawn(mesh.clone().watch_ca());
             let serving = mesh.clone();
             tokio::spawn(async move {
                 if let Err(error) = serving.serve(listeners).await {

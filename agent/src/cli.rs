@@ -43,6 +43,36 @@ pub enum Command {
 pub enum CaCommand {
     /// Create a trust anchor (root) and an issuer (intermediate) for the mesh.
     Init(CaInitArgs),
+    /// Rotate the trust anchor, one step at a time (see the README): `begin`
+    /// adds a new root to the bundle, `issuer` switches to an issuer signed
+    /// by it, `finish` removes the old root. Agents pick each step up within
+    /// seconds; wait for every node between steps.
+    Rotate(CaRotateArgs),
+}
+
+/// A step of trust-anchor rotation.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotateStep {
+    /// Create the next root and trust both roots.
+    Begin,
+    /// Issue from a new issuer signed by the next root.
+    Issuer,
+    /// Make the next root the only root.
+    Finish,
+}
+
+/// Options of `nodemesh ca rotate`.
+#[derive(Args, Debug, Clone)]
+pub struct CaRotateArgs {
+    /// Which step.
+    #[arg(value_enum)]
+    pub step: RotateStep,
+    /// The CA directory (as for `nodemesh ca init`).
+    #[arg(long, default_value = "/var/lib/nodemesh/ca")]
+    pub dir: PathBuf,
+    /// SPIFFE trust domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
 }
 
 /// Options of `nodemesh ca init`.

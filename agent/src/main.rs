@@ -11,6 +11,9 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => nodemesh_agent::app::run(args),
         Command::Check(args) => nodemesh_agent::check::run(&args),
         Command::Ca(nodemesh_agent::cli::CaCommand::Init(args)) => nodemesh_agent::ca::init(&args),
+        Command::Ca(nodemesh_agent::cli::CaCommand::Rotate(args)) => {
+            nodemesh_agent::ca::rotate(&args)
+        }
     };
     match result {
         Ok(code) => code,

@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use nodemesh_proxy::authz::{Authorizer, DefaultAction};
-use nodemesh_proxy::identity::ca::CaFiles;
+use nodemesh_proxy::identity::ca::{CaFiles, ISSUER_CERT_FILE, TRUST_BUNDLE_FILE};
 use nodemesh_proxy::identity::{CertManager, CertManagerConfig, SpiffeId};
 use nodemesh_proxy::metrics::Metrics;
 use nodemesh_proxy::tunnel::{
@@ -190,6 +190,48 @@ impl Mesh {
         tokio::spawn(async move { inbound.serve(tunnel).await });
         outbound::serve(self, listeners.outbound).await;
         Ok(())
+    }
+
+    /// Follows the CA directory: a changed trust bundle or issuer (the
+    /// steps of `nodemesh ca rotate`) is applied within a second, in the
+    /// order that keeps this node's own chain trusted.
+    pub async fn watch_ca(self: Arc<Self>) {
+        let read = |name: &str| std::fs::read(self.options.ca_dir.join(name)).unwrap_or_default();
+        let mut seen = (read(TRUST_BUNDLE_FILE), read(ISSUER_CERT_FILE));
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = (read(TRUST_BUNDLE_FILE), read(ISSUER_CERT_FILE));
+            if now == seen {
+                continue;
+            }
+            let ca = match CaFiles::load(&self.options.ca_dir) {
+                Ok(ca) => ca,
+                Err(error) => {
+                    tracing::warn!(%error, "the CA directory changed but does not load; keeping the current CA");
+                    continue;
+                }
+            };
+            let issuer_changed = now.1 != seen.1;
+            let applied = if self.certs.set_trust_bundle(ca.bundle.clone()).is_ok() {
+                !issuer_changed || self.certs.set_issuer(ca.issuer).is_ok()
+            } else {
+                // The new bundle no longer trusts the current issuer: switch
+                // the issuer first.
+                self.certs.set_issuer(ca.issuer).is_ok()
+                    && self.certs.set_trust_bundle(ca.bundle).is_ok()
+            };
+            if applied {
+                tracing::info!(
+                    issuer_changed,
+                    "applied the CA directory's new trust bundle and issuer"
+                );
+                seen = now;
+            } else {
+                tracing::warn!(
+                    "the CA directory's bundle and issuer do not chain; keeping the current CA"
+                );
+            }
+        }
     }
 
     /// The identity of a local source workload by its kernel identity number.

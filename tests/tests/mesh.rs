@@ -116,7 +116,7 @@ struct TwoNodes {
     agents: Vec<AgentProcess>,
     _server: PodProcess,
     config: TempDir,
-    _ca: TempDir,
+    ca: TempDir,
     cluster: Cluster,
 }
 
@@ -228,7 +228,7 @@ impl TwoNodes {
             agents,
             _server: server,
             config,
-            _ca: ca,
+            ca,
             cluster,
         }
     }
@@ -415,5 +415,45 @@ fn certificates_rotate_every_five_seconds_without_a_failed_request() {
     assert!(
         serials.len() >= 3,
         "the client's certificate was rotated several times in 30 s: {serials:?}"
+    );
+}
+
+#[test]
+fn trust_anchor_rotation_fails_no_request() {
+    let t = TwoNodes::new(false);
+    let ca_dir = t.ca.0.join("ca");
+    let rotate = |step: &str| {
+        let out = std::process::Command::new(nodemesh_tests::nodemesh_binary())
+            .args(["ca", "rotate", step, "--dir"])
+            .arg(&ca_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rotate {step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let out = std::thread::scope(|s| {
+        let h = s.spawn(|| t.client(0, &["repeat-client", &format!("{VIP}:80"), "16"]));
+        for step in ["begin", "issuer", "finish"] {
+            std::thread::sleep(Duration::from_secs(4));
+            rotate(step);
+        }
+        h.join().unwrap()
+    });
+    assert_eq!(
+        out["failed"], 0,
+        "zero failed requests across the three steps: {out}"
+    );
+    assert!(out["ok"].as_u64().unwrap() > 100, "{out}");
+    // After the rotation new connections still work, on the new root only.
+    let after = t.client(0, &["marker-client", &format!("{VIP}:80"), "x", "10", "0"]);
+    assert_eq!(after["ok"], true, "{after}");
+    let bundle = std::fs::read_to_string(ca_dir.join("trust-bundle.pem")).unwrap();
+    assert_eq!(
+        bundle.matches("BEGIN CERTIFICATE").count(),
+        1,
+        "only the new root is trusted"
     );
 }
