@@ -80,6 +80,7 @@ async fn run_async(args: AgentArgs) -> anyhow::Result<ExitCode> {
                     redirect: SocketAddr::new(redirect, args.redirect_port),
                     ca_dir: args.ca_dir.clone(),
                     leaf_lifetime: Duration::from_secs(args.cert_lifetime_secs),
+                    handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
                 },
                 datapath.clone(),
                 state.registry(),

@@ -145,6 +145,13 @@ pub struct AgentArgs {
     /// SPIFFE trust domain (a MeshConfig may override it).
     #[arg(long, env = "NODEMESH_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
+    /// Seconds a peer agent has to finish the TLS handshake on the tunnel port.
+    #[arg(
+        long = "handshake-timeout",
+        env = "NODEMESH_HANDSHAKE_TIMEOUT",
+        default_value_t = 10
+    )]
+    pub handshake_timeout_secs: u64,
     /// Lifetime of workload certificates, in seconds (rotated at 80%).
     #[arg(
         long = "cert-lifetime",

@@ -48,6 +48,8 @@ pub struct MeshOptions {
     pub ca_dir: PathBuf,
     /// Lifetime of workload certificates.
     pub leaf_lifetime: Duration,
+    /// Time a peer has to finish the TLS handshake.
+    pub handshake_timeout: Duration,
 }
 
 /// The mesh's bound sockets.
@@ -178,7 +180,10 @@ impl Mesh {
             self.authz.clone(),
             self.registry.clone(),
             self.metrics.clone(),
-            InboundConfig::default(),
+            InboundConfig {
+                handshake_timeout: self.options.handshake_timeout,
+                ..InboundConfig::default()
+            },
         )
         .context("setting up the tunnel server")?;
         tracing::info!(

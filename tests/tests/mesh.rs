@@ -457,3 +457,62 @@ fn trust_anchor_rotation_fails_no_request() {
         "only the new root is trusted"
     );
 }
+
+/// Bytes a client on node 1 sends to node 2's tunnel port, then reads until
+/// the server closes (bounded).
+fn poke_tunnel(t: &TwoNodes, payload: Vec<u8>, stall: bool) -> Duration {
+    let target = std::net::SocketAddr::new(t.cluster.nodes[1].link_ip.into(), 15008);
+    t.cluster.nodes[0].netns.enter(move || {
+        use std::io::{Read as _, Write as _};
+        let start = std::time::Instant::now();
+        let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))
+            .expect("tunnel port reachable");
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        if !stall {
+            s.write_all(&payload).unwrap();
+        } else {
+            // The first bytes of a ClientHello record, then nothing.
+            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+        }
+        let mut buf = [0u8; 4096];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        start.elapsed()
+    })
+}
+
+#[test]
+fn the_tunnel_port_rejects_garbage_and_stalled_handshakes_and_keeps_serving() {
+    let t = TwoNodes::with(Layout {
+        agent_args: vec!["--handshake-timeout", "2"],
+        ..Layout::default()
+    });
+    let garbage: Vec<u8> = (0..512u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    poke_tunnel(&t, garbage, false);
+    let waited = poke_tunnel(&t, Vec::new(), true);
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(10),
+        "closed by the handshake timeout after {waited:?}"
+    );
+    let m = t.agents[1].get("/metrics").unwrap();
+    let failed = |reason: &str| {
+        metric(
+            &m,
+            "nodemesh_tls_handshakes_total",
+            &format!("reason=\"{reason}\""),
+        )
+    };
+    assert!(failed("timeout") >= 1.0, "{m}");
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("nodemesh_tls_handshakes_total")
+                && l.contains("result=\"failed\"")
+                && !l.contains("timeout")
+                && !l.ends_with(" 0")),
+        "the garbage was counted as a failed handshake: {m}"
+    );
+    // The agent still serves a real client.
+    let ok = t.client(0, &["marker-client", &format!("{VIP}:80"), "x", "10", "0"]);
+    assert_eq!(ok["ok"], true, "{ok}");
+}
