@@ -12,7 +12,7 @@ use std::sync::Arc;
 use nodemesh_common::{
     policy::{ACTION_ALLOW, ACTION_DENY, PolicyKey, PolicyValue},
     service::{SERVICE_MESHED, ServiceValue},
-    workload::{EndpointInfo, WORKLOAD_MESHED, WorkloadInfo},
+    workload::{EndpointInfo, WORKLOAD_MESHED, WORKLOAD_STRICT, WorkloadInfo},
 };
 use nodemesh_state::desired::{DesiredState, Verdict};
 use nodemesh_state::diff::{Change, diff};
@@ -86,7 +86,8 @@ impl Reconciler {
                 *ip,
                 EndpointInfo {
                     identity: entry.identity,
-                    flags: flags(entry.meshed, WORKLOAD_MESHED),
+                    flags: flags(entry.meshed, WORKLOAD_MESHED)
+                        | flags(entry.strict, WORKLOAD_STRICT),
                 },
             )?,
             Change::RemoveEndpoint { ip } => dp.remove_endpoint(*ip)?,

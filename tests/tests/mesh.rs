@@ -129,6 +129,8 @@ struct Layout {
     server_on_node1: bool,
     /// Extra agent arguments.
     agent_args: Vec<&'static str>,
+    /// A pod `plain` on node 1 in namespace `plain`, outside the mesh.
+    plain_pod: bool,
 }
 
 impl TwoNodes {
@@ -147,6 +149,9 @@ impl TwoNodes {
         let s = cluster.add_pod(server_node, "server");
         if extra_pod_on_node1 {
             cluster.add_pod(0, "other");
+        }
+        if layout.plain_pod {
+            cluster.add_pod(0, "plain");
         }
         let ca = TempDir::new();
         ca_init(&ca.0.join("ca"));
@@ -188,6 +193,22 @@ impl TwoNodes {
         }
         for p in &pods {
             yaml.push_str(&pod_yaml(p));
+        }
+        if layout.plain_pod {
+            let p = cluster.pod(0, cluster.nodes[0].pods.len() - 1);
+            yaml.push_str("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: plain}\n");
+            yaml.push_str(
+                &pod_yaml(&PodSpec {
+                    name: "plain",
+                    sa: "default",
+                    app: "plain",
+                    ip: p.ip.to_string(),
+                    host_ip: cluster.nodes[0].link_ip.to_string(),
+                    node: "node-1",
+                    cgroup: rel_cgroup(&p.cgroup),
+                })
+                .replace("namespace: demo", "namespace: plain"),
+            );
         }
         std::fs::write(config.0.join("cluster.yaml"), yaml).unwrap();
         let server = PodProcess::start_server(cluster.pod(server_node, s).command(&[
@@ -515,4 +536,51 @@ fn the_tunnel_port_rejects_garbage_and_stalled_handshakes_and_keeps_serving() {
     // The agent still serves a real client.
     let ok = t.client(0, &["marker-client", &format!("{VIP}:80"), "x", "10", "0"]);
     assert_eq!(ok["ok"], true, "{ok}");
+}
+
+fn write_mtls(t: &TwoNodes, mode: &str) {
+    let yaml = format!(
+        "apiVersion: nodemesh.io/v1alpha1\nkind: MeshConfig\nmetadata: {{name: default}}\nspec:\n  defaultAction: ALLOW\n  mtls: {{mode: {mode}}}\n"
+    );
+    std::fs::write(t.config.0.join("meshconfig.yaml"), yaml).unwrap();
+}
+
+#[test]
+fn strict_mtls_refuses_plaintext_from_outside_the_mesh_and_permissive_accepts_it() {
+    let t = TwoNodes::with(Layout {
+        plain_pod: true,
+        ..Layout::default()
+    });
+    let plain = t.cluster.nodes[0].pods.len() - 1;
+    let dst = format!("{VIP}:80");
+    write_mtls(&t, "STRICT");
+    t.agents[0].wait_for("/debug/state", TIMEOUT, |b| b.contains("mtls: Strict"));
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = t.client(plain, &["connect", &dst]);
+    assert_eq!(
+        refused["errno"],
+        libc::EPERM,
+        "STRICT: plaintext from outside the mesh fails in the kernel: {refused}"
+    );
+    let m = t.agents[0].get("/metrics").unwrap();
+    assert!(
+        metric(
+            &m,
+            "nodemesh_datapath_events_total",
+            "event=\"strict_refused\""
+        ) >= 1.0,
+        "{m}"
+    );
+    // Meshed clients are unaffected.
+    let meshed = t.client(0, &["marker-client", &dst, "x", "10", "0"]);
+    assert_eq!(meshed["ok"], true, "{meshed}");
+
+    write_mtls(&t, "PERMISSIVE");
+    t.agents[0].wait_for("/debug/state", TIMEOUT, |b| b.contains("mtls: Permissive"));
+    std::thread::sleep(Duration::from_millis(300));
+    let accepted = t.client(plain, &["marker-client", &dst, "x", "10", "0"]);
+    assert_eq!(
+        accepted["ok"], true,
+        "PERMISSIVE: plaintext accepted: {accepted}"
+    );
 }

@@ -131,6 +131,8 @@ pub struct EndpointEntry {
     /// `status.hostIP`): where its node agent accepts tunnels. `None` when
     /// unknown (an endpoint of a slice without a Pod).
     pub host_ip: Option<IpAddr>,
+    /// STRICT mTLS: plaintext from workloads outside the mesh is refused.
+    pub strict: bool,
 }
 
 /// `WorkloadInfo` plus what the proxy needs to serve the workload.

@@ -25,8 +25,10 @@ pub const SOCKMAP_INSERT_ERRORS: u32 = 8;
 pub const PEERNAME_REWRITTEN: u32 = 9;
 /// Internal map updates that failed (a map is full).
 pub const MAP_UPDATE_ERRORS: u32 = 10;
+/// Plaintext connects from workloads outside the mesh to STRICT workloads, refused.
+pub const STRICT_REFUSED: u32 = 11;
 /// Number of slots.
-pub const NUM_STATS: u32 = 11;
+pub const NUM_STATS: u32 = 12;
 
 /// Names of the slots, for metrics and the CLI, indexed like the constants.
 pub const NAMES: [&str; NUM_STATS as usize] = [
@@ -41,4 +43,5 @@ pub const NAMES: [&str; NUM_STATS as usize] = [
     "sockmap_insert_errors",
     "peername_rewritten",
     "map_update_errors",
+    "strict_refused",
 ];

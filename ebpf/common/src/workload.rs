@@ -18,6 +18,10 @@ pub const MAX_CGROUP_DEPTH: u32 = 16;
 
 /// [`WorkloadInfo::flags`] / [`EndpointInfo::flags`]: the workload is in the mesh.
 pub const WORKLOAD_MESHED: u32 = 1;
+/// [`EndpointInfo::flags`]: STRICT mTLS: connects from registered workloads
+/// outside the mesh fail with `EPERM`. Processes outside any workload (the
+/// node's own, such as the kubelet's probes) are not affected.
+pub const WORKLOAD_STRICT: u32 = 2;
 
 /// A workload on this node, keyed by its cgroup id.
 #[repr(C)]

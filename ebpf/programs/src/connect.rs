@@ -27,8 +27,9 @@ use nodemesh_common::{
     sock::{ORIG_REDIRECTED, ORIG_SERVICE, OrigDst},
     stats::{
         MAP_UPDATE_ERRORS, MESH_REDIRECTED, POLICY_DENIED, SERVICE_NO_BACKEND, SERVICE_TRANSLATED,
+        STRICT_REFUSED,
     },
-    workload::{MAX_CGROUP_DEPTH, WORKLOAD_MESHED, WorkloadInfo},
+    workload::{MAX_CGROUP_DEPTH, WORKLOAD_MESHED, WORKLOAD_STRICT, WorkloadInfo},
 };
 
 use crate::{
@@ -68,6 +69,8 @@ struct Target {
     /// Identity reported in metrics: the service if one was dialled, else the workload.
     reported_identity: u32,
     meshed: bool,
+    /// STRICT mTLS destination.
+    strict: bool,
     translated: bool,
 }
 
@@ -119,6 +122,22 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<i32, i64> {
             target.port
         );
         stats::inc(POLICY_DENIED);
+        if cfg.features & FEATURE_METRICS != 0
+            && let Some(c) = flows::counters(&flow)
+        {
+            c.denied += 1;
+        }
+        return Ok(DENY);
+    }
+
+    // STRICT mTLS: a registered workload outside the mesh may not reach a
+    // strict workload in plaintext.
+    if cfg.features & FEATURE_POLICY != 0
+        && target.strict
+        && source.identity != 0
+        && source.flags & WORKLOAD_MESHED == 0
+    {
+        stats::inc(STRICT_REFUSED);
         if cfg.features & FEATURE_METRICS != 0
             && let Some(c) = flows::counters(&flow)
         {
@@ -237,6 +256,7 @@ fn translate(
         workload_identity: 0,
         reported_identity: 0,
         meshed: false,
+        strict: false,
         translated: false,
     };
     if cfg.features & FEATURE_SERVICES != 0 {
@@ -266,6 +286,10 @@ fn translate(
                 t.port = b.port;
                 t.workload_identity = b.identity;
                 t.translated = true;
+                // SAFETY: the value is copied out at once.
+                if let Some(ep) = unsafe { ENDPOINTS.get(&b.addr) }.copied() {
+                    t.strict = ep.flags & WORKLOAD_STRICT != 0;
+                }
             } else {
                 stats::inc(SERVICE_NO_BACKEND);
             }
@@ -277,6 +301,7 @@ fn translate(
         t.workload_identity = ep.identity;
         t.reported_identity = ep.identity;
         t.meshed = ep.flags & WORKLOAD_MESHED != 0;
+        t.strict = ep.flags & WORKLOAD_STRICT != 0;
     }
     t
 }

@@ -33,6 +33,17 @@ pub(super) fn workloads_and_endpoints(ix: &mut Index, state: &mut DesiredState) 
         let number = identity_numbers.get_or_assign(&IdentityKey::Workload(id.clone()));
         let meshed = pod.labelled_meshed || namespaces.get(ns).is_some_and(|n| n.meshed);
         state.identities.entry(number).or_insert(id);
+        let mtls = overrides
+            .and_then(|c| {
+                c.spec
+                    .mtls
+                    .workloads
+                    .iter()
+                    .zip(&c.mtls_selectors)
+                    .find(|(o, sel)| o.namespace == *ns && sel.matches(&pod.labels))
+                    .map(|(o, _)| o.mode)
+            })
+            .unwrap_or(state.mesh.mtls);
         for ip in &pod.ips {
             state.endpoints.insert(
                 *ip,
@@ -40,23 +51,13 @@ pub(super) fn workloads_and_endpoints(ix: &mut Index, state: &mut DesiredState) 
                     identity: number,
                     meshed,
                     host_ip: pod.host_ip,
+                    strict: meshed && mtls == crate::model::crds::MtlsMode::Strict,
                 },
             );
         }
         let local =
             !config.node_name.is_empty() && pod.node.as_deref() == Some(config.node_name.as_str());
         if let (true, Some(cgroup)) = (local, &pod.cgroup) {
-            let mtls = overrides
-                .and_then(|c| {
-                    c.spec
-                        .mtls
-                        .workloads
-                        .iter()
-                        .zip(&c.mtls_selectors)
-                        .find(|(o, sel)| o.namespace == *ns && sel.matches(&pod.labels))
-                        .map(|(o, _)| o.mode)
-                })
-                .unwrap_or(state.mesh.mtls);
             state.workloads.insert(
                 cgroup.clone(),
                 WorkloadEntry {
@@ -86,6 +87,7 @@ pub(super) fn workloads_and_endpoints(ix: &mut Index, state: &mut DesiredState) 
                             identity,
                             meshed,
                             host_ip: None,
+                            strict: false,
                         },
                     );
                 }

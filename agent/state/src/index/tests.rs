@@ -203,7 +203,8 @@ fn endpoints_and_local_workloads_follow_mesh_membership() {
         EndpointEntry {
             identity: frontend,
             meshed: true,
-            host_ip: None
+            host_ip: None,
+            strict: false
         }
     );
     assert!(
