@@ -22,7 +22,8 @@ struct Tool {
 }
 
 /// qemu for booting, busybox for the guest's userland, iproute2 for the tests' `ip`,
-/// xz for 6.12+ compressed modules. (dpkg, for unpacking kernel packages, is part of Debian.)
+/// xz for 6.12+ compressed modules, musl-gcc for the C parts of crates (ring)
+/// in the static test binaries. (dpkg, for unpacking kernel packages, is part of Debian.)
 const TOOLS: &[Tool] = &[
     Tool {
         package: "qemu-system-x86",
@@ -39,6 +40,10 @@ const TOOLS: &[Tool] = &[
     Tool {
         package: "iproute2",
         probe: "/usr/sbin/ip",
+    },
+    Tool {
+        package: "musl-tools",
+        probe: "/usr/bin/x86_64-linux-musl-gcc",
     },
 ];
 

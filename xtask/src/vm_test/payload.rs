@@ -22,7 +22,14 @@ pub struct TestBinaries {
     pub helpers: Vec<PathBuf>,
 }
 
+/// The test targets that exercise the kernel: the datapath (load, attach,
+/// service translation, redirect, sockmap, policy, metrics), the agent
+/// binary (probing, attach, detach) and the kernel smoke checks. The mesh
+/// tests above them are user space and run on the host only.
+pub const KERNEL_TESTS: &[&str] = &["datapath", "agent", "vm_smoke"];
+
 /// Builds the tests as static musl binaries and returns what cargo produced.
+/// Debug info is left out: the binaries go into a RAM-backed initramfs.
 pub fn build_tests() -> anyhow::Result<TestBinaries> {
     let root = cmd::workspace_root();
     let manifest = root.join("tests").join("Cargo.toml");
@@ -35,9 +42,14 @@ pub fn build_tests() -> anyhow::Result<TestBinaries> {
             TEST_PACKAGE,
             "--no-run",
             "--message-format=json-render-diagnostics",
-            "--target",
         ])
+        .args(KERNEL_TESTS.iter().flat_map(|t| ["--test", t]))
+        .args(["--bins", "--target"])
         .arg(MUSL_TARGET)
+        .env("CARGO_PROFILE_DEV_DEBUG", "0")
+        .env("CARGO_PROFILE_TEST_DEBUG", "0")
+        .env("CARGO_PROFILE_DEV_STRIP", "debuginfo")
+        .env("CARGO_PROFILE_TEST_STRIP", "debuginfo")
         .stderr(Stdio::inherit());
     let out = cmd::output(&mut build)?;
     let mut tests = Vec::new();
