@@ -11,6 +11,8 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => nodemesh_agent::app::run(args),
         Command::Check(args) => nodemesh_agent::check::run(&args),
         Command::Ca(nodemesh_agent::cli::CaCommand::Init(args)) => nodemesh_agent::ca::init(&args),
+        Command::Install(args) => nodemesh_agent::install::install(&args),
+        Command::Uninstall(args) => nodemesh_agent::install::uninstall(&args),
     };
     match result {
         Ok(code) => code,
