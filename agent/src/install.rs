@@ -31,7 +31,7 @@ pub mod rbac;
 #[cfg(test)]
 mod tests;
 
-use std::io::Write as _;
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -43,16 +43,12 @@ use crate::cli::InstallArgs;
 
 /// `nodemesh install`: prints the manifests for `kubectl apply -f -`.
 pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
-    let options = InstallOptions::from_args(args)?;
-    let manifests = install_manifests(&options);
-    print_yaml(&manifests)?;
+    let count = write_install(args, &mut std::io::stdout().lock())?;
     eprintln!(
-        "nodemesh install: {} objects in namespace {}; the agents start once the CA Secret {} exists \
-         (`nodemesh ca init --secret --namespace {} | kubectl apply -f -`)",
-        manifests.len(),
-        options.namespace(),
-        meta::CA_SECRET_NAME,
-        options.namespace(),
+        "nodemesh install: {count} objects in namespace {ns}; the agents start once the CA Secret {secret} \
+         exists (`nodemesh ca init --secret --namespace {ns} | kubectl apply -f -`)",
+        ns = args.namespace,
+        secret = meta::CA_SECRET_NAME,
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -60,24 +56,32 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
 /// `nodemesh uninstall`: prints the same manifests in reverse order for
 /// `kubectl delete -f -`.
 pub fn uninstall(args: &InstallArgs) -> anyhow::Result<ExitCode> {
-    let options = InstallOptions::from_args(args)?;
-    let manifests = uninstall_manifests(&options);
-    print_yaml(&manifests)?;
+    let count = write_uninstall(args, &mut std::io::stdout().lock())?;
     eprintln!(
-        "nodemesh uninstall: {} objects; deleting namespace {} also deletes the CA Secret {}, \
-         and deleting the CRDs deletes every AuthorizationPolicy and MeshConfig",
-        manifests.len(),
-        options.namespace(),
-        meta::CA_SECRET_NAME,
+        "nodemesh uninstall: {count} objects; deleting namespace {ns} also deletes the CA Secret \
+         {secret}, and deleting the CRDs deletes every AuthorizationPolicy and MeshConfig",
+        ns = args.namespace,
+        secret = meta::CA_SECRET_NAME,
     );
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_yaml(manifests: &[Manifest]) -> anyhow::Result<()> {
+/// Writes what `nodemesh install` prints to `out`; returns the number of objects.
+pub fn write_install(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<usize> {
+    let options = InstallOptions::from_args(args)?;
+    write_yaml(&install_manifests(&options), out)
+}
+
+/// Writes what `nodemesh uninstall` prints to `out`; returns the number of objects.
+pub fn write_uninstall(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<usize> {
+    let options = InstallOptions::from_args(args)?;
+    write_yaml(&uninstall_manifests(&options), out)
+}
+
+fn write_yaml(manifests: &[Manifest], out: &mut dyn Write) -> anyhow::Result<usize> {
     let yaml = render(manifests).context("serializing the manifests")?;
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(yaml.as_bytes())
-        .and_then(|()| stdout.flush())
-        .context("writing the manifests to stdout")
+    out.write_all(yaml.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the manifests")?;
+    Ok(manifests.len())
 }
