@@ -101,6 +101,11 @@ pub struct InstallArgs {
         value_parser = install::parse_admin_addr
     )]
     pub admin_addr: SocketAddr,
+    /// The Kubernetes API server as the nodes reach it (`<host>:<port>`),
+    /// for clusters without kube-proxy, where the `kubernetes` Service is
+    /// translated only once the agent runs. Default: that Service.
+    #[arg(long, value_parser = install::parse_api_server)]
+    pub api_server: Option<String>,
 }
 
 /// Options of `nodemesh agent`.

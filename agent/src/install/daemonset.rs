@@ -13,7 +13,8 @@
 //! - The CA Secret at the agent's `--ca-dir`.
 //! - `NODE_NAME` from `spec.nodeName`; the node address (tunnel server and
 //!   redirect target) from `status.hostIP`; the trust domain and log filter
-//!   from the ConfigMap.
+//!   from the ConfigMap; with `--api-server`, the API server address the
+//!   in-cluster client dials.
 //! - Probes on the admin endpoint: startup and liveness on `/healthz`,
 //!   readiness on `/ready`.
 
@@ -128,7 +129,7 @@ fn container(options: &InstallOptions) -> Container {
         image: Some(options.image().to_owned()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         args: Some(args(options)),
-        env: Some(env()),
+        env: Some(env(options)),
         ports: Some(vec![
             host_port("admin", admin_port),
             host_port("outbound", i32::from(REDIRECT_PORT)),
@@ -167,7 +168,7 @@ pub fn args(options: &InstallOptions) -> Vec<String> {
     ]
 }
 
-fn env() -> Vec<EnvVar> {
+fn env(options: &InstallOptions) -> Vec<EnvVar> {
     let field = |name: &str, path: &str| EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource {
@@ -191,7 +192,7 @@ fn env() -> Vec<EnvVar> {
         }),
         ..EnvVar::default()
     };
-    vec![
+    let mut env = vec![
         field("NODE_NAME", "spec.nodeName"),
         // Other agents dial this node's tunnel server here, and meshed pods
         // are redirected to the outbound listener here.
@@ -199,7 +200,24 @@ fn env() -> Vec<EnvVar> {
         field("NODEMESH_REDIRECT_ADDR", "status.hostIP"),
         setting("NODEMESH_TRUST_DOMAIN", TRUST_DOMAIN_KEY),
         setting("NODEMESH_LOG", LOG_KEY),
-    ]
+    ];
+    // The in-cluster client reads these; set here, they win over the
+    // `kubernetes` Service address kubelet injects.
+    if let Some(api) = options.api_server() {
+        env.extend([
+            EnvVar {
+                name: "KUBERNETES_SERVICE_HOST".to_owned(),
+                value: Some(api.host.clone()),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "KUBERNETES_SERVICE_PORT".to_owned(),
+                value: Some(api.port.to_string()),
+                ..EnvVar::default()
+            },
+        ]);
+    }
+    env
 }
 
 fn host_port(name: &str, port: i32) -> ContainerPort {

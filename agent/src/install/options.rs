@@ -56,6 +56,12 @@ pub enum Error {
          `nodemesh ca init --trust-domain`; e.g. --trust-domain {DEFAULT_TRUST_DOMAIN}"
     )]
     InvalidTrustDomain(String),
+    /// The API server address is not `<host>:<port>`.
+    #[error(
+        "invalid API server address {0:?}: pass the address the nodes reach the Kubernetes API \
+         on as <host>:<port>, without a scheme, e.g. --api-server 192.0.2.10:6443"
+    )]
+    InvalidApiServer(String),
     /// The admin address cannot be probed by kubelet or collides with another listener.
     #[error("invalid admin address {addr}: {reason}; pass e.g. --admin-addr {DEFAULT_ADMIN_ADDR}")]
     InvalidAdminAddr {
@@ -73,6 +79,18 @@ pub struct InstallOptions {
     image: String,
     trust_domain: String,
     admin_addr: SocketAddr,
+    api_server: Option<ApiServer>,
+}
+
+/// The Kubernetes API server the agents dial directly, bypassing the
+/// `kubernetes` Service (whose translation the agents themselves provide
+/// on clusters without kube-proxy).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiServer {
+    /// Host name or IP address (an IPv6 address without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
 }
 
 impl InstallOptions {
@@ -88,17 +106,29 @@ impl InstallOptions {
             image: parse_image(image)?,
             trust_domain: parse_trust_domain(trust_domain)?,
             admin_addr: check_admin_addr(admin_addr)?,
+            api_server: None,
         })
+    }
+
+    /// Makes the agents dial the API server at `address` (`<host>:<port>`)
+    /// instead of the `kubernetes` Service.
+    pub fn with_api_server(mut self, address: &str) -> Result<Self, Error> {
+        self.api_server = Some(api_server(address)?);
+        Ok(self)
     }
 
     /// The settings the command line asks for.
     pub fn from_args(args: &InstallArgs) -> Result<Self, Error> {
-        Self::new(
+        let options = Self::new(
             &args.namespace,
             &args.image,
             &args.trust_domain,
             args.admin_addr,
-        )
+        )?;
+        match &args.api_server {
+            Some(address) => options.with_api_server(address),
+            None => Ok(options),
+        }
     }
 
     /// Namespace of the agent, its ServiceAccount, ConfigMap and CA Secret.
@@ -120,6 +150,11 @@ impl InstallOptions {
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
     }
+
+    /// The API server the agents dial, if not the `kubernetes` Service.
+    pub fn api_server(&self) -> Option<&ApiServer> {
+        self.api_server.as_ref()
+    }
 }
 
 impl Default for InstallOptions {
@@ -129,6 +164,7 @@ impl Default for InstallOptions {
             image: DEFAULT_IMAGE.to_owned(),
             trust_domain: DEFAULT_TRUST_DOMAIN.to_owned(),
             admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("a valid socket address"),
+            api_server: None,
         }
     }
 }
@@ -228,6 +264,37 @@ pub fn parse_trust_domain(trust_domain: &str) -> Result<String, Error> {
     SpiffeId::new(trust_domain, "default", "default")
         .map(|_| trust_domain.to_owned())
         .map_err(|_| Error::InvalidTrustDomain(trust_domain.to_owned()))
+}
+
+/// Checks an API server address (`<host>:<port>`, an IPv6 host in
+/// brackets); the value parser of `--api-server`.
+pub fn parse_api_server(address: &str) -> Result<String, Error> {
+    api_server(address).map(|_| address.to_owned())
+}
+
+fn api_server(address: &str) -> Result<ApiServer, Error> {
+    let invalid = || Error::InvalidApiServer(address.to_owned());
+    let (host, port) = address.rsplit_once(':').ok_or_else(invalid)?;
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => {
+            let inner = bracketed.strip_suffix(']').ok_or_else(invalid)?;
+            inner
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| invalid())?
+                .to_string()
+        }
+        None => host.to_owned(),
+    };
+    let host_ok = !host.is_empty()
+        && (host.parse::<std::net::Ipv6Addr>().is_ok()
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b)));
+    if port == 0 || !host_ok {
+        return Err(invalid());
+    }
+    Ok(ApiServer { host, port })
 }
 
 /// Parses and checks the admin address; the value parser of `--admin-addr`.

@@ -423,6 +423,7 @@ fn daemon_set_env_is_read_by_the_agent() {
         .iter()
         .map(|e| (e.name.as_str(), e.value_from.as_ref().unwrap()))
         .collect();
+    assert!(!env.contains_key("KUBERNETES_SERVICE_HOST"));
     let field = |name: &str| env[name].field_ref.as_ref().unwrap().field_path.as_str();
     assert_eq!(field("NODE_NAME"), "spec.nodeName");
     assert_eq!(field("NODEMESH_NODE_ADDR"), "status.hostIP");
@@ -604,6 +605,7 @@ fn options_are_checked_outside_the_command_line_too() {
         image: String::new(),
         trust_domain: "cluster.local".into(),
         admin_addr: any,
+        api_server: None,
     };
     let error = write_install(&args, &mut Vec::new()).unwrap_err();
     assert!(error.to_string().contains("pass --image"), "{error}");
@@ -635,5 +637,48 @@ fn image_references() {
         ":tag",
     ] {
         assert!(options::parse_image(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn api_server_overrides_the_kubernetes_service() {
+    let value = |argv: &[&str], name: &str| {
+        let docs = parse(&run(argv));
+        agent(daemon_set(&docs))
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    let argv = ["install", "--api-server", "192.0.2.10:6443"];
+    assert_eq!(
+        value(&argv, "KUBERNETES_SERVICE_HOST").as_deref(),
+        Some("192.0.2.10")
+    );
+    assert_eq!(
+        value(&argv, "KUBERNETES_SERVICE_PORT").as_deref(),
+        Some("6443")
+    );
+    let argv = ["install", "--api-server", "[2001:db8::1]:443"];
+    assert_eq!(
+        value(&argv, "KUBERNETES_SERVICE_HOST").as_deref(),
+        Some("2001:db8::1")
+    );
+    let argv = ["install", "--api-server", "api.example.internal:6443"];
+    assert_eq!(
+        value(&argv, "KUBERNETES_SERVICE_HOST").as_deref(),
+        Some("api.example.internal")
+    );
+    for bad in [
+        "https://192.0.2.10:6443",
+        "192.0.2.10",
+        "host:0",
+        ":6443",
+        "[::1:6443",
+    ] {
+        let message = usage_error(&["install", "--api-server", bad]);
+        assert!(message.contains("<host>:<port>"), "{bad}: {message}");
     }
 }
