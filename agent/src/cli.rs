@@ -94,7 +94,7 @@ pub struct InstallArgs {
     )]
     pub trust_domain: String,
     /// Address of the agent's admin endpoint on each node: all addresses
-    /// (0.0.0.0 or [::]) so that kubelet can probe it; the port is probed.
+    /// (`0.0.0.0` or `[::]`) so that kubelet can probe it; the port is probed.
     #[arg(
         long,
         default_value = install::DEFAULT_ADMIN_ADDR,
