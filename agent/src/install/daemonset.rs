@@ -164,6 +164,7 @@ pub fn args(options: &InstallOptions) -> Vec<String> {
         "agent".to_owned(),
         "--kube".to_owned(),
         format!("--admin-addr={}", options.admin_addr()),
+        format!("--redirect-port={REDIRECT_PORT}"),
         format!("--ca-dir={CA_MOUNT_PATH}"),
     ]
 }

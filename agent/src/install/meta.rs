@@ -15,7 +15,7 @@ pub const CA_MOUNT_PATH: &str = "/var/lib/nodemesh/ca";
 /// The agent's container name.
 pub const CONTAINER_NAME: &str = "agent";
 
-/// Port of the agent's outbound listener (`--redirect-port`'s default).
+/// Port of the agent's outbound listener (its `--redirect-port`).
 pub const REDIRECT_PORT: u16 = 15001;
 /// Port of the agent's mTLS tunnel server.
 pub const TUNNEL_PORT: u16 = crate::mesh::TUNNEL_PORT;

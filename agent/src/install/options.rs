@@ -20,8 +20,8 @@ pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:15000";
 
 /// Ports the agent already listens on, which the admin endpoint must not take.
 const RESERVED_PORTS: [(u16, &str); 2] = [
-    (15001, "the outbound listener"),
-    (crate::mesh::TUNNEL_PORT, "the tunnel server"),
+    (super::meta::REDIRECT_PORT, "the outbound listener"),
+    (super::meta::TUNNEL_PORT, "the tunnel server"),
 ];
 
 /// A setting `nodemesh install` refuses.

@@ -409,6 +409,7 @@ fn daemon_set_probes_the_admin_endpoint_the_agent_serves() {
     };
     assert!(agent_args.kube);
     assert_eq!(agent_args.admin_addr, "[::]:15100".parse().unwrap());
+    assert_eq!(agent_args.redirect_port, 15001);
     assert_eq!(agent_args.ca_dir, std::path::Path::new(meta::CA_MOUNT_PATH));
 }
 
