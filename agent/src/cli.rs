@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::install::options as install;
+
 /// Exit code of a runtime failure.
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code of `nodemesh check` when a check fails.
@@ -36,6 +38,10 @@ pub enum Command {
     /// Manage the mesh's certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Print the Kubernetes manifests that deploy nodemesh, for `kubectl apply -f -`.
+    Install(InstallArgs),
+    /// Print the same manifests in reverse order, for `kubectl delete -f -`.
+    Uninstall(InstallArgs),
 }
 
 /// `nodemesh ca ...`
@@ -94,6 +100,42 @@ pub struct CaInitArgs {
     /// Namespace of the Secret.
     #[arg(long, default_value = "nodemesh-system")]
     pub namespace: String,
+}
+
+/// Options of `nodemesh install` and `nodemesh uninstall`.
+#[derive(Args, Debug, Clone)]
+pub struct InstallArgs {
+    /// Namespace of the agent; the CA Secret (`nodemesh ca init --secret
+    /// --namespace ...`) must be in the same one.
+    #[arg(
+        long,
+        default_value = install::DEFAULT_NAMESPACE,
+        value_parser = install::parse_namespace
+    )]
+    pub namespace: String,
+    /// The agent's container image.
+    #[arg(long, default_value = install::DEFAULT_IMAGE, value_parser = install::parse_image)]
+    pub image: String,
+    /// SPIFFE trust domain (the one given to `nodemesh ca init`).
+    #[arg(
+        long,
+        default_value = install::DEFAULT_TRUST_DOMAIN,
+        value_parser = install::parse_trust_domain
+    )]
+    pub trust_domain: String,
+    /// Address of the agent's admin endpoint on each node: all addresses
+    /// (`0.0.0.0` or `[::]`) so that kubelet can probe it; the port is probed.
+    #[arg(
+        long,
+        default_value = install::DEFAULT_ADMIN_ADDR,
+        value_parser = install::parse_admin_addr
+    )]
+    pub admin_addr: SocketAddr,
+    /// The Kubernetes API server as the nodes reach it (`<host>:<port>`),
+    /// for clusters without kube-proxy, where the `kubernetes` Service is
+    /// translated only once the agent runs. Default: that Service.
+    #[arg(long, value_parser = install::parse_api_server)]
+    pub api_server: Option<String>,
 }
 
 /// Options of `nodemesh agent`.

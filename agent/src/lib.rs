@@ -14,6 +14,7 @@ pub mod ca;
 pub mod check;
 pub mod cli;
 pub mod datapath;
+pub mod install;
 pub mod logging;
 pub mod mesh;
 pub mod metrics;

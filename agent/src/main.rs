@@ -14,6 +14,8 @@ fn main() -> std::process::ExitCode {
         Command::Ca(nodemesh_agent::cli::CaCommand::Rotate(args)) => {
             nodemesh_agent::ca::rotate(&args)
         }
+        Command::Install(args) => nodemesh_agent::install::install(&args),
+        Command::Uninstall(args) => nodemesh_agent::install::uninstall(&args),
     };
     match result {
         Ok(code) => code,
