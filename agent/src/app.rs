@@ -36,6 +36,25 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(run_async(args))
 }
 
+/// The agent's own cgroup: given, found from the pod UID, or (outside a
+/// pod) the process's own.
+fn agent_cgroup(args: &AgentArgs) -> anyhow::Result<Option<std::path::PathBuf>> {
+    if let Some(p) = &args.agent_cgroup {
+        return Ok(Some(p.clone()));
+    }
+    let Some(uid) = &args.pod_uid else {
+        return Ok(None);
+    };
+    let mount = Cgroup2::detect()?.mount;
+    match nodemesh_state::cgroup::find_pod_cgroup(&mount, uid)? {
+        Some(rel) => Ok(Some(mount.join(rel))),
+        None => anyhow::bail!(
+            "no cgroup of pod {uid} under {}: mount the host's cgroup2 hierarchy into the agent pod, or pass --agent-cgroup",
+            mount.display()
+        ),
+    }
+}
+
 /// The datapath options the command line asks for.
 pub fn datapath_options(args: &AgentArgs) -> DatapathOptions {
     let redirect = args.redirect_addr.map(|ip| RedirectTarget {
@@ -60,7 +79,8 @@ pub fn datapath_options(args: &AgentArgs) -> DatapathOptions {
 }
 
 async fn run_async(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let opts = datapath_options(&args);
+    let mut opts = datapath_options(&args);
+    opts.agent_cgroup = agent_cgroup(&args)?;
     tracing::info!(config = %serde_json::to_string(&opts).unwrap_or_default(), "starting nodemesh agent");
     // Signals are registered before loading so a SIGTERM during start-up
     // still detaches cleanly.

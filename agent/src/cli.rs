@@ -148,6 +148,16 @@ pub struct AgentArgs {
     /// Address of the admin endpoint (health, readiness, metrics, debug).
     #[arg(long, env = "NODEMESH_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
     pub admin_addr: SocketAddr,
+    /// The agent's own cgroup (absolute or relative to the cgroup2 mount):
+    /// connections from it and below it are never redirected or policed.
+    /// Default: from --pod-uid in a Kubernetes pod, else this process's cgroup.
+    #[arg(long, env = "NODEMESH_AGENT_CGROUP")]
+    pub agent_cgroup: Option<PathBuf>,
+    /// The agent pod's UID (the DaemonSet sets it from metadata.uid): its
+    /// pod cgroup is the agent's cgroup. Inside a container the process's
+    /// own cgroup path is namespaced and cannot be used.
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
     /// Address pods reach the agent's outbound listener on; enables the
     /// redirect of meshed connections to it.
     #[arg(long, env = "NODEMESH_REDIRECT_ADDR")]

@@ -612,3 +612,60 @@ fn a_full_map_is_reported_by_name_with_the_fix() {
     );
     assert!(err.contains("reduce the number of workloads"), "{err}");
 }
+
+#[test]
+fn processes_under_the_agent_cgroup_are_never_policed() {
+    let mut cluster = Cluster::new(1);
+    let c = cluster.add_pod(0, "client");
+    let s = cluster.add_pod(0, "server");
+    let dp = load(&options(&cluster, 0, true, false));
+    register(&dp, &cluster, 0, c, CLIENT_ID, false);
+    register(&dp, &cluster, 0, s, SERVER_ID, false);
+    let _server = serve(&cluster, 0, s, 8080, "echo");
+    let dst = format!("{}:8080", cluster.pod(0, s).ip);
+    // A container cgroup below the agent's, registered like a workload.
+    let container = cluster.nodes[0].agent_cgroup.join("container");
+    std::fs::create_dir(&container).unwrap();
+    let id = nodemesh_agent::datapath::cgroup_id(&container).unwrap();
+    dp.upsert_workload(
+        id,
+        WorkloadInfo {
+            identity: CLIENT_ID,
+            flags: 0,
+        },
+    )
+    .unwrap();
+    let deny_all = PolicyKey {
+        src_identity: CLIENT_ID,
+        dst_identity: 0,
+        port: 0,
+        _pad: 0,
+    };
+    dp.upsert_policy(
+        deny_all,
+        PolicyValue {
+            action: ACTION_DENY,
+            rule_id: 7,
+        },
+    )
+    .unwrap();
+
+    let denied = client(&cluster, 0, c, &["connect", &dst]);
+    assert_eq!(
+        denied["errno"],
+        libc::EPERM,
+        "the rule applies to the pod: {denied}"
+    );
+    let agent_side = run_json(
+        nodemesh_tests::pod::command(
+            &container,
+            cluster.nodes[0].netns.file(),
+            &["connect", &dst],
+        ),
+        TIMEOUT,
+    );
+    assert_eq!(
+        agent_side["ok"], true,
+        "the agent's container is exempt: {agent_side}"
+    );
+}

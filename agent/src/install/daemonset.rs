@@ -195,6 +195,8 @@ fn env(options: &InstallOptions) -> Vec<EnvVar> {
     };
     let mut env = vec![
         field("NODE_NAME", "spec.nodeName"),
+        // The agent finds its own pod cgroup by this UID, and exempts it.
+        field("POD_UID", "metadata.uid"),
         // Other agents dial this node's tunnel server here, and meshed pods
         // are redirected to the outbound listener here.
         field("NODEMESH_NODE_ADDR", "status.hostIP"),

@@ -427,6 +427,7 @@ fn daemon_set_env_is_read_by_the_agent() {
     assert!(!env.contains_key("KUBERNETES_SERVICE_HOST"));
     let field = |name: &str| env[name].field_ref.as_ref().unwrap().field_path.as_str();
     assert_eq!(field("NODE_NAME"), "spec.nodeName");
+    assert_eq!(field("POD_UID"), "metadata.uid");
     assert_eq!(field("NODEMESH_NODE_ADDR"), "status.hostIP");
     assert_eq!(field("NODEMESH_REDIRECT_ADDR"), "status.hostIP");
 

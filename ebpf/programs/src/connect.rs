@@ -91,7 +91,7 @@ fn try_connect(ctx: &SockAddrContext, family: Family) -> Result<i32, i64> {
 
     // SAFETY: helper without arguments, allowed in cgroup sock_addr programs.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let is_agent = cgroup_id != 0 && cgroup_id == cfg.agent_cgroup_id;
+    let is_agent = in_agent_cgroup(cgroup_id, cfg.agent_cgroup_id);
     let source = if is_agent {
         WorkloadInfo::default()
     } else {
@@ -239,6 +239,31 @@ fn find_workload(cgroup_id: u64) -> WorkloadInfo {
         level += 1;
     }
     found
+}
+
+/// Whether the caller runs in the agent's cgroup or below it (the agent's
+/// container cgroup sits under its pod's).
+#[inline(always)]
+fn in_agent_cgroup(cgroup_id: u64, agent: u64) -> bool {
+    if agent == 0 {
+        return false;
+    }
+    if cgroup_id == agent {
+        return true;
+    }
+    let mut level: i32 = 1;
+    while level <= MAX_CGROUP_DEPTH as i32 {
+        // SAFETY: helper with a scalar argument; returns 0 past the leaf.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 || id == cgroup_id {
+            return false;
+        }
+        if id == agent {
+            return true;
+        }
+        level += 1;
+    }
+    false
 }
 
 /// Service translation: picks a backend slot uniformly at random, which the
