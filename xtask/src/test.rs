@@ -88,11 +88,17 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         eprintln!("skipping the kernel matrix (--no-vm)");
         return Ok(());
     }
-    // The same end-to-end tests on the other kernels nodemesh supports.
+    // The same end-to-end tests on the other kernels nodemesh supports, then
+    // proof that the matrix catches a program the verifier refuses.
     cmd::run(
         Command::new("cargo")
             .current_dir(&root)
             .args(["xtask", "vm-test"]),
+    )?;
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["xtask", "vm-test", "--broken"]),
     )
 }
 
