@@ -104,7 +104,7 @@ fn run(opts: &Options) -> anyhow::Result<()> {
     let obs = observe::run(&demo, opts.requests, opts.concurrency)?;
     report::print(&demo, &obs);
     if let Some(path) = &opts.summary {
-        let doc = serde_json::to_string_pretty(&summary::build(&obs))?;
+        let doc = serde_json::to_string_pretty(&summary::build(&demo, &obs))?;
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
     }
     println!("\nfinished in {:.1}s", started.elapsed().as_secs_f64());

@@ -3,11 +3,17 @@
 
 use serde_json::{Value, json};
 
+use crate::cluster::Demo;
 use crate::observe::Observed;
 use crate::report::sum;
 
 /// The summary of a run.
-pub fn build(obs: &Observed) -> Value {
+pub fn build(demo: &Demo, obs: &Observed) -> Value {
+    let mut namespaces = Vec::new();
+    for node in &demo.cluster.nodes {
+        namespaces.push(node.netns.name().to_string());
+        namespaces.extend(node.pods.iter().map(|p| p.netns.name().to_string()));
+    }
     let tunnels: Vec<Value> = obs
         .tunnels
         .iter()
@@ -30,5 +36,9 @@ pub fn build(obs: &Observed) -> Value {
         "authz_denied_proxy": denied_proxy,
         "connections_opened": opened,
         "bytes_sent": bytes,
+        "cluster": {
+            "namespaces": namespaces,
+            "cgroup": demo.cluster.cgroup.path(),
+        },
     })
 }
