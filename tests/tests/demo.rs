@@ -29,10 +29,10 @@ fn leftovers_of(pid: u32) -> Vec<String> {
     ] {
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if prefixes
-                .iter()
-                .any(|p| name.strip_prefix(p).is_some_and(|rest| rest.starts_with(&tag)))
-            {
+            if prefixes.iter().any(|p| {
+                name.strip_prefix(p)
+                    .is_some_and(|rest| rest.starts_with(&tag))
+            }) {
                 left.push(dir.join(name).display().to_string());
             }
         }
@@ -59,7 +59,10 @@ fn run_bounded(mut cmd: Command, timeout: Duration) -> (std::process::ExitStatus
     match rx.recv_timeout(timeout) {
         Ok(out) => {
             let out = out.expect("waiting for the demo");
-            (out.status, String::from_utf8_lossy(&out.stdout).into_owned())
+            (
+                out.status,
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
         }
         Err(_) => {
             let _ = nix::sys::signal::kill(
@@ -197,7 +200,10 @@ fn the_demo_with_keep_stays_up_until_sigint_then_removes_everything() {
         if line.contains("Ctrl-C removes everything") {
             break;
         }
-        assert!(Instant::now() < deadline, "no instructions printed:\n{seen}");
+        assert!(
+            Instant::now() < deadline,
+            "no instructions printed:\n{seen}"
+        );
     }
     assert!(seen.contains("ip netns exec"), "{seen}");
     // Still up: the cluster's namespaces and cgroup exist.

@@ -77,7 +77,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     // alive until the demo has cleaned up, and forwards SIGTERM and SIGHUP.
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only stores to an atomic.
-        unsafe { libc::signal(sig, on_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t) };
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
+            )
+        };
     }
     let mut child = demo
         .spawn()

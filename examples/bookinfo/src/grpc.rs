@@ -97,7 +97,10 @@ async fn call(addr: SocketAddr, product_id: &str) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("HTTP/2 handshake with {addr}"))?;
     let driver = tokio::spawn(conn);
-    let mut client = client.ready().await.context("HTTP/2 connection not ready")?;
+    let mut client = client
+        .ready()
+        .await
+        .context("HTTP/2 connection not ready")?;
     let req = ::http::Request::builder()
         .method("POST")
         .uri(format!("http://{addr}{METHOD}"))

@@ -46,7 +46,7 @@ impl Golden {
         }
     }
 
-    fn to_json(&mut self, measured_by: &str) -> Value {
+    fn summarize(&mut self, measured_by: &str) -> Value {
         self.latencies_us.sort_unstable();
         let pct = |p: f64| -> Value {
             if self.latencies_us.is_empty() {
@@ -121,11 +121,15 @@ pub async fn run(
         if let Some(v) = o.fields.get("version") {
             *versions.entry(v.clone()).or_default() += 1;
             let reviews_ok = ok || o.fields.contains_key("reviews_status");
-            let name = if v == "v1" { "reviews-v1" } else { "reviews-v2" };
-            golden
-                .entry(name)
-                .or_default()
-                .record(reviews_ok && !o.fields.contains_key("error"), num("reviews_us"));
+            let name = if v == "v1" {
+                "reviews-v1"
+            } else {
+                "reviews-v2"
+            };
+            golden.entry(name).or_default().record(
+                reviews_ok && !o.fields.contains_key("error"),
+                num("reviews_us"),
+            );
         } else if o.status.is_some() || o.error.is_some() {
             *versions.entry("unknown".into()).or_default() += 1;
         }
@@ -142,13 +146,15 @@ pub async fn run(
     };
     let workloads: BTreeMap<&str, Value> = golden
         .iter_mut()
-        .map(|(w, g)| (*w, g.to_json(by(w))))
+        .map(|(w, g)| (*w, g.summarize(by(w))))
         .collect();
 
     let deny_probe = match ratings_probe {
         Some(addr) => match grpc::get_rating(addr, "0451").await {
             Ok(stars) => json!({"target": addr.to_string(), "allowed": true, "stars": stars}),
-            Err(e) => json!({"target": addr.to_string(), "allowed": false, "error": format!("{e:#}")}),
+            Err(e) => {
+                json!({"target": addr.to_string(), "allowed": false, "error": format!("{e:#}")})
+            }
         },
         None => Value::Null,
     };

@@ -93,7 +93,9 @@ impl Demo {
     }
 
     fn pod_configs(&self) -> anyhow::Result<Vec<PodConfig>> {
-        let mount = Cgroup2::detect().context("finding the cgroup2 mount")?.mount;
+        let mount = Cgroup2::detect()
+            .context("finding the cgroup2 mount")?
+            .mount;
         LAYOUT
             .iter()
             .map(|&(name, node, app, version, sa)| {

@@ -109,9 +109,12 @@ status:
     y
 }
 
+/// A Service's name, port name, port, and which pods back it.
+type SliceSpec = (&'static str, &'static str, u16, fn(&PodConfig) -> bool);
+
 /// One EndpointSlice per Service of `examples/cluster/20-services.yaml`.
 fn slices_yaml(pods: &[PodConfig]) -> String {
-    let services: [(&str, &str, u16, fn(&PodConfig) -> bool); 5] = [
+    let services: [SliceSpec; 5] = [
         ("frontend", "http", 8080, |p| p.app == "frontend"),
         ("reviews", "http", 9080, |p| p.app == "reviews"),
         ("reviews-v1", "http", 9080, |p| {

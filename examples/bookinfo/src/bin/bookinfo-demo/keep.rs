@@ -14,7 +14,12 @@ pub fn wait(demo: &Demo) {
     println!("  agents' admin endpoints (127.0.0.1:15000 inside each node's network namespace):");
     for (i, node) in NODES.iter().enumerate() {
         let ns = demo.cluster.nodes[i].netns.name();
-        for path in ["/debug/connections", "/debug/datapath", "/metrics", "/debug/state"] {
+        for path in [
+            "/debug/connections",
+            "/debug/datapath",
+            "/metrics",
+            "/debug/state",
+        ] {
             if curl {
                 println!("    ip netns exec {ns} curl -s 127.0.0.1:15000{path}    # {node}");
             } else {
@@ -22,7 +27,9 @@ pub fn wait(demo: &Demo) {
             }
         }
     }
-    println!("  calls from a pod: enter its network namespace AND its cgroup (the agents attach to the nodes' cgroups):");
+    println!(
+        "  calls from a pod: enter its network namespace AND its cgroup (the agents attach to the nodes' cgroups):"
+    );
     let lg = demo.pod("loadgen");
     let enter = format!(
         "ip netns exec {} sh -c 'echo $$ > {}/cgroup.procs && exec",
@@ -46,7 +53,6 @@ pub fn wait(demo: &Demo) {
 }
 
 fn has_curl() -> bool {
-    std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| d.join("curl").is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("curl").is_file()))
 }

@@ -14,9 +14,9 @@
 
 mod cluster;
 mod config;
+mod keep;
 mod observe;
 mod report;
-mod keep;
 mod signals;
 mod summary;
 
@@ -32,7 +32,10 @@ const RUN_DEADLINE: Duration = Duration::from_secs(110);
 
 /// Command-line options.
 #[derive(Parser, Clone)]
-#[command(name = "bookinfo-demo", about = "nodemesh demo: Bookinfo on a two-node mesh")]
+#[command(
+    name = "bookinfo-demo",
+    about = "nodemesh demo: Bookinfo on a two-node mesh"
+)]
 struct Options {
     /// Leave the cluster and agents running after the report, until Ctrl-C.
     #[arg(long)]
@@ -77,7 +80,9 @@ fn main() -> ExitCode {
 
 fn run(opts: &Options) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        bail!("the demo needs root (network namespaces, cgroups, BPF): run `sudo -E cargo xtask demo`");
+        bail!(
+            "the demo needs root (network namespaces, cgroups, BPF): run `sudo -E cargo xtask demo`"
+        );
     }
     let exe = std::env::current_exe().context("finding the demo's own path")?;
     let app = exe.with_file_name("bookinfo");
@@ -88,7 +93,10 @@ fn run(opts: &Options) -> anyhow::Result<()> {
         );
     }
     if std::env::var_os("NODEMESH_BIN").is_none() && !exe.with_file_name("nodemesh").exists() {
-        bail!("nodemesh is missing beside {}: build it with `cargo build -p nodemesh-agent --bin nodemesh`, or set NODEMESH_BIN", exe.display());
+        bail!(
+            "nodemesh is missing beside {}: build it with `cargo build -p nodemesh-agent --bin nodemesh`, or set NODEMESH_BIN",
+            exe.display()
+        );
     }
     let started = Instant::now();
     println!("nodemesh demo: Bookinfo on a two-node mesh (network namespaces on this machine)");

@@ -149,9 +149,7 @@ fn sample(demo: &Demo, obs: &mut Observed) {
 
 /// The body of an HTTP/1.1 response.
 pub fn body(response: &str) -> &str {
-    response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, body)| body)
+    response.split_once("\r\n\r\n").map_or("", |(_, body)| body)
 }
 
 /// Parses the Prometheus text format (no escapes in label values needed here).

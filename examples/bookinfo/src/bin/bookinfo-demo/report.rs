@@ -23,7 +23,9 @@ fn heading(title: &str) {
 }
 
 fn layout(demo: &Demo) {
-    heading("Cluster: two nodes, one nodemesh agent each (file mode, examples/cluster + real pod IPs)");
+    heading(
+        "Cluster: two nodes, one nodemesh agent each (file mode, examples/cluster + real pod IPs)",
+    );
     for (i, node) in NODES.iter().enumerate() {
         let pods: Vec<String> = Demo::pod_names()
             .filter(|p| demo.node_of(p) == i)
@@ -116,7 +118,11 @@ fn policy(obs: &Observed) {
         println!(
             "  {}: in-kernel policy denials {}, agent (proxy) deny decisions {}",
             NODES[i],
-            sum(m, "nodemesh_datapath_events_total", &[("event", "policy_denied")]) as u64,
+            sum(
+                m,
+                "nodemesh_datapath_events_total",
+                &[("event", "policy_denied")]
+            ) as u64,
             sum(m, "nodemesh_authz_decisions_total", &[("action", "deny")]) as u64,
         );
     }
@@ -161,7 +167,11 @@ fn golden(obs: &Observed) {
         obs.loadgen["failed"],
         obs.loadgen["duration_ms"]
     );
-    for e in obs.loadgen["error_samples"].as_array().into_iter().flatten() {
+    for e in obs.loadgen["error_samples"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         println!("  error: {}", e.as_str().unwrap_or("?"));
     }
 }
@@ -181,10 +191,19 @@ fn name(obs: &Observed, node: usize, identity: &str, source: bool) -> String {
 }
 
 fn pairs(obs: &Observed) {
-    heading("L4 per workload pair (kernel counters from /metrics, the caller's side of each connection)");
+    heading(
+        "L4 per workload pair (kernel counters from /metrics, the caller's side of each connection)",
+    );
     println!(
         "  {:<7} {:<24} {:>6} {:>6} {:>6} {:>10} {:>10} {:>9}",
-        "node", "source -> destination:port", "conns", "denied", "closed", "bytes out", "bytes in", "srtt us"
+        "node",
+        "source -> destination:port",
+        "conns",
+        "denied",
+        "closed",
+        "bytes out",
+        "bytes in",
+        "srtt us"
     );
     for (i, m) in obs.metrics.iter().enumerate() {
         let mut rows: BTreeMap<(String, String, String), BTreeMap<&str, f64>> = BTreeMap::new();
@@ -248,7 +267,13 @@ fn flows(obs: &Observed) {
     );
     println!(
         "  {:<7} {:<9} {:<34} {:>6} {:>6} {:>9} {:>9}",
-        "node", "direction", "source -> destination:port", "opened", "closed", "peak open", "srtt us"
+        "node",
+        "direction",
+        "source -> destination:port",
+        "opened",
+        "closed",
+        "peak open",
+        "srtt us"
     );
     for (i, flows) in obs.flows.iter().enumerate() {
         for ((src, dst, port, dir), f) in flows {

@@ -24,7 +24,11 @@ pub fn build(demo: &Demo, obs: &Observed) -> Value {
     let mut opened = 0.0;
     let mut bytes = 0.0;
     for m in &obs.metrics {
-        denied_kernel += sum(m, "nodemesh_datapath_events_total", &[("event", "policy_denied")]);
+        denied_kernel += sum(
+            m,
+            "nodemesh_datapath_events_total",
+            &[("event", "policy_denied")],
+        );
         denied_proxy += sum(m, "nodemesh_authz_decisions_total", &[("action", "deny")]);
         opened += sum(m, "nodemesh_tcp_connections_opened_total", &[]);
         bytes += sum(m, "nodemesh_tcp_sent_bytes_total", &[]);
