@@ -98,6 +98,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    if status.code() == Some(130) {
+        // Stopped by a signal; the demo has said so and cleaned up.
+        std::process::exit(130);
+    }
     if !status.success() {
         bail!("the demo failed: {status}");
     }

@@ -28,13 +28,13 @@ pub fn wait(demo: &Demo) {
         }
     }
     println!(
-        "  calls from a pod: enter its network namespace AND its cgroup (the agents attach to the nodes' cgroups):"
+        "  calls from a pod: join its cgroup (the agents attach to the nodes' cgroups), then enter its network namespace:"
     );
     let lg = demo.pod("loadgen");
     let enter = format!(
-        "ip netns exec {} sh -c 'echo $$ > {}/cgroup.procs && exec",
-        lg.netns.name(),
-        lg.cgroup.display()
+        "sh -c 'echo $$ > {}/cgroup.procs && exec ip netns exec {}",
+        lg.cgroup.display(),
+        lg.netns.name()
     );
     if curl {
         println!("    {enter} curl -s http://{FRONTEND_VIP}/'");

@@ -63,8 +63,8 @@ fn main() -> ExitCode {
     let worker = std::thread::spawn(move || run(&opts));
     match worker.join() {
         Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) if signals::cancelled() => {
-            eprintln!("bookinfo-demo: stopped ({e:#}); everything it made is removed");
+        Ok(Err(_)) if signals::cancelled() => {
+            eprintln!("bookinfo-demo: stopped; everything it made is removed");
             ExitCode::from(130)
         }
         Ok(Err(e)) => {
