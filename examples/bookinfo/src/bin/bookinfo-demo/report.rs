@@ -195,7 +195,7 @@ fn pairs(obs: &Observed) {
         "L4 per workload pair (kernel counters from /metrics, the caller's side of each connection)",
     );
     println!(
-        "  {:<7} {:<24} {:>6} {:>6} {:>6} {:>10} {:>10} {:>9}",
+        "  {:<7} {:<30} {:>6} {:>6} {:>6} {:>10} {:>10} {:>9}",
         "node",
         "source -> destination:port",
         "conns",
@@ -226,7 +226,7 @@ fn pairs(obs: &Observed) {
                 "-".into()
             };
             println!(
-                "  {:<7} {:<24} {:>6} {:>6} {:>6} {:>10} {:>10} {:>9}",
+                "  {:<7} {:<30} {:>6} {:>6} {:>6} {:>10} {:>10} {:>9}",
                 NODES[i],
                 format!(
                     "{} -> {}:{port}",
