@@ -5,6 +5,7 @@
 
 mod build_ebpf;
 mod cmd;
+mod demo;
 mod test;
 mod toolchain;
 mod vm_test;
@@ -24,6 +25,8 @@ enum Command {
     BuildEbpf(build_ebpf::Options),
     /// Run the whole test suite: fmt, clippy, unit tests, then the privileged end-to-end tests.
     Test(test::Options),
+    /// Run the Bookinfo sample app on a two-node mesh on this machine and show what the mesh does.
+    Demo(demo::Options),
     /// Run the end-to-end tests in qemu guests on several kernels and report PASS/FAIL per kernel.
     VmTest(vm_test::Options),
 }
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::BuildEbpf(opts) => build_ebpf::run(&opts).map(|_| ()),
         Command::Test(opts) => test::run(&opts),
+        Command::Demo(opts) => demo::run(&opts),
         Command::VmTest(opts) => vm_test::run(&opts),
     }
 }
