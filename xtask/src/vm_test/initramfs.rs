@@ -96,15 +96,16 @@ pub fn build(
             &format!("{TESTS_DIR}/{}", file_name(test)?),
         )?;
     }
-    for helper in &payload.binaries.helpers {
-        // Both at the path cargo compiled into the tests (`CARGO_BIN_EXE_*`) and in BIN_DIR.
-        add_binary(&mut archive, helper, &helper.to_string_lossy())?;
-        archive.symlink_if_absent(
-            &format!("{BIN_DIR}/{}", file_name(helper)?),
-            &helper.to_string_lossy(),
-        );
-    }
     archive.dir(BIN_DIR);
+    for helper in &payload.binaries.helpers {
+        // In BIN_DIR (what `NODEMESH_TEST_BIN_DIR` names), and linked from the
+        // path cargo compiled into the tests (`CARGO_BIN_EXE_*`). The file
+        // itself must not live under the build path: the guest mounts tmpfs
+        // over /tmp and /run, which would hide a checkout there.
+        let in_bin_dir = format!("{BIN_DIR}/{}", file_name(helper)?);
+        add_binary(&mut archive, helper, &in_bin_dir)?;
+        archive.symlink_if_absent(&helper.to_string_lossy(), &in_bin_dir);
+    }
     archive.file(BPF_OBJECT, payload.bpf_object, 0o644);
 
     let mut env = String::new();
