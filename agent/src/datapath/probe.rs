@@ -76,39 +76,41 @@ pub fn probe_kernel() -> KernelReport {
         fix: "a kernel built with CONFIG_DEBUG_INFO_BTF=y (optional today; needed for richer verifier logs)".into(),
     });
     let denied = std::cell::Cell::new(false);
-    let prog = |name: &str, ty: ProgramType, fix: &str, checks: &mut Vec<Check>| {
-        let ok = match is_program_supported(ty) {
-            Ok(ok) => ok,
-            Err(e) => {
-                if super::error::is_permission(&e) {
-                    denied.set(true);
-                }
-                false
+    // Records one probe; a permission error marks the whole report.
+    let record = |name: String,
+                  result: Result<bool, &(dyn std::error::Error + 'static)>,
+                  fix: &str,
+                  checks: &mut Vec<Check>| {
+        let ok = result.unwrap_or_else(|e| {
+            if super::error::is_permission(e) {
+                denied.set(true);
             }
-        };
+            false
+        });
         checks.push(Check {
-            name: format!("program type {name}"),
+            name,
             ok,
             fix: fix.into(),
         });
         ok
     };
+    let prog = |name: &str, ty: ProgramType, fix: &str, checks: &mut Vec<Check>| {
+        let r = is_program_supported(ty);
+        record(
+            format!("program type {name}"),
+            r.as_ref().map(|b| *b).map_err(|e| e as _),
+            fix,
+            checks,
+        )
+    };
     let map = |name: &str, ty: MapType, fix: &str, checks: &mut Vec<Check>| {
-        let ok = match is_map_supported(ty) {
-            Ok(ok) => ok,
-            Err(e) => {
-                if super::error::is_permission(&e) {
-                    denied.set(true);
-                }
-                false
-            }
-        };
-        checks.push(Check {
-            name: format!("map type {name}"),
-            ok,
-            fix: fix.into(),
-        });
-        ok
+        let r = is_map_supported(ty);
+        record(
+            format!("map type {name}"),
+            r.as_ref().map(|b| *b).map_err(|e| e as _),
+            fix,
+            checks,
+        )
     };
     let need = "required: a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF";
     let connect = prog(
