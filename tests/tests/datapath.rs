@@ -327,7 +327,10 @@ fn meshed_connection_reaches_the_agent_with_its_original_destination() {
     // The legs (app <-> agent, agent <-> app) ran over the sockmap, each
     // connection whole or not at all (see `sockmap_case`).
     let moved = dp.stat("sockmap_redirected_bytes").unwrap();
-    assert!(moved > 0 && moved % (2 << 20) == 0, "moved {moved} bytes");
+    assert!(
+        moved > 0 && moved.is_multiple_of(2 << 20),
+        "moved {moved} bytes"
+    );
     assert_eq!(dp.stat("sockmap_redirect_errors").unwrap(), 0);
 }
 
