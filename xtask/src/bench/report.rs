@@ -128,9 +128,9 @@ fn throughput_table(out: &mut String, raw: &Value) {
     let _ = writeln!(out, "\n### Throughput (fraction of the direct baseline)\n");
     let _ = writeln!(
         out,
-        "| scenario | bulk, 1 stream (Gbit/s) | of direct | bulk, 4 streams (Gbit/s) | of direct | new connections/s | of direct |"
+        "| scenario | bulk, 1 stream (Gbit/s) | of direct | bulk, 4 streams (Gbit/s) | of direct | new connections/s | of direct | failed streams / connections |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for (id, _) in scenarios(raw) {
         let b = baseline(&id);
         let cell = |w: &str, key: &str, digits: usize| {
@@ -147,7 +147,14 @@ fn throughput_table(out: &mut String, raw: &Value) {
         let (b1, f1) = cell("bulk_1", "gbit_s", 2);
         let (b4, f4) = cell("bulk_4", "gbit_s", 2);
         let (cr, fc) = cell("connrate", "per_s", 0);
-        let _ = writeln!(out, "| {id} | {b1} | {f1} | {b4} | {f4} | {cr} | {fc} |");
+        let errors = ["bulk_1", "bulk_4", "connrate"]
+            .iter()
+            .map(|w| total(raw, &id, w, "errors"))
+            .sum::<u64>();
+        let _ = writeln!(
+            out,
+            "| {id} | {b1} | {f1} | {b4} | {f4} | {cr} | {fc} | {errors} |"
+        );
     }
 }
 
@@ -159,9 +166,9 @@ fn resources_table(out: &mut String, raw: &Value) {
     );
     let _ = writeln!(
         out,
-        "| scenario | agent CPU s per 1,000 HTTP req (all agents) | busiest agent, vCPU per 1,000 req/s | idle RSS per agent (MiB) | RSS per 1,000 open conns (MiB, all agents) | per idle conn (KiB) |"
+        "| scenario | agent CPU s per 1,000 HTTP req (all agents) | busiest agent, vCPU per 1,000 req/s | idle RSS per agent (MiB) | connections held open | RSS per 1,000 open conns (MiB, all agents) | per idle conn (KiB) |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
     for (id, _) in scenarios(raw) {
         if id.starts_with("a-") {
             continue;
@@ -173,18 +180,25 @@ fn resources_table(out: &mut String, raw: &Value) {
             .map(|m| format!("{m:.1}"))
             .collect::<Vec<_>>()
             .join(" / ");
+        let held: Vec<String> = raw["results"][&id]["hold"]["held"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| format!("{h} of {hold}"))
+            .collect();
         let _ = writeln!(
             out,
-            "| {id} | {} | {} | {idle} | {} | {} |",
+            "| {id} | {} | {} | {idle} | {} | {} | {} |",
             num(r.cpu_s_per_1k, 3),
             num(r.busiest_vcpu_per_1k_rps, 3),
+            held.join(", "),
             num(r.rss_per_1k_conns_kib.map(|k| k / 1024.0), 2),
             num(r.rss_per_1k_conns_kib.map(|k| k / 1000.0), 2),
         );
     }
     let _ = writeln!(
         out,
-        "\nCPU: utime+stime deltas of the agent processes (`/proc/<pid>/stat`) over the HTTP run. RSS: `VmRSS`, idle one second after start, then with {hold} idle connections held open through the mesh (delta over the same agents just before)."
+        "\nCPU: utime+stime deltas of the agent processes (`/proc/<pid>/stat`) over the HTTP run. RSS: `VmRSS`, idle one second after start, then with up to {hold} idle connections held open through the mesh (delta over the same agents just before, divided by the connections actually held)."
     );
 }
 
@@ -204,6 +218,18 @@ pub fn render(raw: &Value, machine: &Value, command: &str) -> (String, Value) {
         "Rounds: {} (scenarios interleaved within each round; histograms merged across rounds, other figures averaged), run time {:.0} s\n",
         raw["rounds"],
         raw["elapsed_s"].as_f64().unwrap_or(0.0)
+    );
+    let load: Vec<&str> = raw["loadavg"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let _ = writeln!(
+        out,
+        "1-minute load average at each round start and at the end: {} (on {} CPUs; above the CPU count, other work competed with the run)\n",
+        load.join(", "),
+        machine["cpus"]
     );
     let _ = writeln!(out, "Scenarios:\n");
     for (id, label) in scenarios(raw) {

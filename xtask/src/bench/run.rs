@@ -21,7 +21,26 @@ pub fn measure(quick: bool, dir: &Path) -> anyhow::Result<PathBuf> {
         ..build_ebpf::Options::default()
     })?;
     let root = cmd::workspace_root();
-    cmd::run(Command::new("cargo").current_dir(&root).args([
+    let mut build = Command::new("cargo");
+    // `cargo run` gives xtask its own package's variables; build scripts that
+    // track them (ring's) would rebuild whenever a plain `cargo build` and
+    // this one alternate.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+        {
+            build.env_remove(key.as_ref());
+        }
+    }
+    cmd::run(build.current_dir(&root).args([
         "build",
         "--release",
         "-p",
