@@ -23,7 +23,8 @@ pub struct Options {
     /// Short durations and one round (under two minutes once built).
     #[arg(long)]
     pub quick: bool,
-    /// Render the report from an existing raw results file instead of running.
+    /// Render the report from an existing raw results file instead of running
+    /// (the machine information is then collected at render time).
     #[arg(long, value_name = "RAW_JSON")]
     pub report_only: Option<std::path::PathBuf>,
 }

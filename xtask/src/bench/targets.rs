@@ -205,6 +205,13 @@ pub fn evaluate(raw: &Value) -> (String, Value) {
                 "not measured".to_string(),
                 "n/a".to_string(),
             ),
+            // An added latency below zero means the direct baseline's tail
+            // was worse than the mesh's: noise, not a pass.
+            Some(m) if t.unit == "µs" && t.bound > 0.0 && m < 0.0 => (
+                format!("{} {}", fmt(m), t.unit),
+                "inconclusive (baseline tail above the mesh's)".to_string(),
+                "—".to_string(),
+            ),
             Some(m) => {
                 let met = if t.at_most {
                     m <= t.bound
