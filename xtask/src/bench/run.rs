@@ -8,19 +8,8 @@ use anyhow::{Context as _, bail};
 
 use crate::{build_ebpf, cmd};
 
-/// Builds everything with the release profile, runs the benchmark, and
-/// returns the path of its raw results.
-pub fn measure(quick: bool, dir: &Path) -> anyhow::Result<PathBuf> {
-    if !cmd::output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0") {
-        bail!(
-            "the benchmark needs root (network namespaces, cgroups, BPF): run `sudo -E cargo xtask bench`"
-        );
-    }
-    build_ebpf::run(&build_ebpf::Options {
-        release: true,
-        ..build_ebpf::Options::default()
-    })?;
-    let root = cmd::workspace_root();
+/// `cargo build --release` of the agent and the benchmark binaries.
+fn release_build() -> Command {
     let mut build = Command::new("cargo");
     // `cargo run` gives xtask its own package's variables; build scripts that
     // track them (ring's) would rebuild whenever a plain `cargo build` and
@@ -40,7 +29,7 @@ pub fn measure(quick: bool, dir: &Path) -> anyhow::Result<PathBuf> {
             build.env_remove(key.as_ref());
         }
     }
-    cmd::run(build.current_dir(&root).args([
+    build.current_dir(cmd::workspace_root()).args([
         "build",
         "--release",
         "-p",
@@ -53,7 +42,29 @@ pub fn measure(quick: bool, dir: &Path) -> anyhow::Result<PathBuf> {
         "nm-load",
         "--bin",
         "nm-pod",
-    ]))?;
+    ]);
+    build
+}
+
+/// Builds everything with the release profile, runs the benchmark, and
+/// returns the path of its raw results.
+pub fn measure(quick: bool, dir: &Path) -> anyhow::Result<PathBuf> {
+    if !cmd::output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0") {
+        bail!(
+            "the benchmark needs root (network namespaces, cgroups, BPF): run `sudo -E cargo xtask bench`"
+        );
+    }
+    // The agent's build script refuses a missing or stale kernel object;
+    // only then are the kernel programs rebuilt (rebuilding them every time
+    // would rewrite the object and make cargo rebuild the agent).
+    if cmd::run(&mut release_build()).is_err() {
+        eprintln!("building the kernel programs (release), then the binaries again");
+        build_ebpf::run(&build_ebpf::Options {
+            release: true,
+            ..build_ebpf::Options::default()
+        })?;
+        cmd::run(&mut release_build())?;
+    }
     let bin = cmd::target_dir().join("release");
     let raw = dir.join("raw.json");
     let _ = std::fs::remove_file(&raw);
