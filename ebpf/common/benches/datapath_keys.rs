@@ -1,18 +1,26 @@
 //! What the agent computes for every map update: `Addr` from and to std
-//! addresses, a `ServiceKey`, and a service's weighted slot layout
-//! (`nodemesh_agent::datapath::slots::layout`).
+//! addresses, a `ServiceKey`, and a service's weighted slot layout (the
+//! agent's `datapath::slots::layout`, compiled here from its source so the
+//! benchmark needs neither the agent nor the kernel programs).
 //!
-//! Run with `NODEMESH_EBPF_STUB=1 cargo bench -p nodemesh-common`: the agent
-//! library is linked for its slot layout only, so the kernel programs need
-//! not be built.
+//! Run with `cargo bench -p nodemesh-common --features user`.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use nodemesh_agent::datapath::slots::layout;
 use nodemesh_common::net::Addr;
 use nodemesh_common::service::{PROTO_TCP, ServiceKey};
+
+#[allow(
+    unused_imports,
+    dead_code,
+    reason = "the module's unit tests are compiled here without the test harness"
+)]
+#[path = "../../../agent/src/datapath/slots.rs"]
+mod slots;
+
+use slots::layout;
 
 fn addr(c: &mut Criterion) {
     let v4 = IpAddr::V4(Ipv4Addr::new(10, 96, 0, 30));
