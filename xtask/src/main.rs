@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module; this file only parses the
 //! command line and dispatches.
 
+mod bench;
 mod build_ebpf;
 mod cmd;
 mod demo;
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Measure the mesh against direct pod-to-pod traffic and print the report.
+    Bench(bench::Options),
     /// Build the kernel programs (installs the pinned nightly and bpf-linker if missing).
     BuildEbpf(build_ebpf::Options),
     /// Run the whole test suite: fmt, clippy, unit tests, then the privileged end-to-end tests.
@@ -33,6 +36,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Bench(opts) => bench::run(&opts),
         Command::BuildEbpf(opts) => build_ebpf::run(&opts).map(|_| ()),
         Command::Test(opts) => test::run(&opts),
         Command::Demo(opts) => demo::run(&opts),
