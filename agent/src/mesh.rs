@@ -37,6 +37,10 @@ pub use view::View;
 /// Port other agents reach this one's tunnel server on.
 pub const TUNNEL_PORT: u16 = nodemesh_proxy::tunnel::DEFAULT_TUNNEL_PORT;
 
+/// Concurrent connections one tunnel (one source identity, destination
+/// identity and node pair) carries.
+pub const MAX_STREAMS_PER_TUNNEL: u32 = 16_384;
+
 /// How the mesh is set up.
 #[derive(Clone, Debug)]
 pub struct MeshOptions {
@@ -182,6 +186,10 @@ impl Mesh {
             self.metrics.clone(),
             InboundConfig {
                 handshake_timeout: self.options.handshake_timeout,
+                // One tunnel carries every connection between two identities
+                // on two nodes; a low stream limit would make the next
+                // connection wait for one to close.
+                max_concurrent_streams: MAX_STREAMS_PER_TUNNEL,
                 ..InboundConfig::default()
             },
         )
