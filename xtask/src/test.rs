@@ -2,8 +2,9 @@
 //!
 //! Order: formatting, clippy with warnings denied, the kernel programs, unit
 //! tests, the privileged end-to-end tests (serially, on this kernel), then the
-//! same tests on the kernel matrix (`cargo xtask vm-test`). The privileged
-//! tests need root; they fail rather than skip without it.
+//! same tests on the kernel matrix (`cargo xtask vm-test`), then the quick
+//! benchmark (printed, not asserted). The privileged tests need root; they
+//! fail rather than skip without it.
 
 use std::process::Command;
 
