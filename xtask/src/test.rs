@@ -100,6 +100,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         Command::new("cargo")
             .current_dir(&root)
             .args(["xtask", "vm-test", "--broken"]),
+    )?;
+    // The quick benchmark: its figures are printed, never asserted.
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["xtask", "bench", "--quick"]),
     )
 }
 
