@@ -79,3 +79,65 @@ pub fn nodemesh_binary() -> std::path::PathBuf {
     );
     bin
 }
+
+/// The process id encoded in a name made by [`unique`] (`<prefix><pid>x<n>`).
+fn owner_pid(name: &str, prefix: &str) -> Option<i32> {
+    name.strip_prefix(prefix)?.split('x').next()?.parse().ok()
+}
+
+/// Removes what test processes that died without unwinding (killed by a
+/// timeout, SIGKILL) left behind: their cgroup trees and network
+/// namespaces. Only names whose owning process no longer exists are touched,
+/// so concurrent runs are safe. [`Cluster::new`] calls it.
+pub fn sweep_stale() {
+    let dead = |pid: i32| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    if let Ok(cg) = nodemesh_agent::datapath::Cgroup2::detect()
+        && let Ok(entries) = std::fs::read_dir(&cg.mount)
+    {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if owner_pid(&name, "nodemesh-test-").is_some_and(dead) {
+                cgroup::remove_tree(&e.path());
+            }
+        }
+    }
+    for name in netns::existing() {
+        if ["nmn", "nmp"]
+            .iter()
+            .any(|p| owner_pid(&name, p).is_some_and(dead))
+        {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &name])
+                .status();
+        }
+    }
+}
+
+/// A cgroup's path relative to the cgroup2 mount, as the
+/// `nodemesh.io/cgroup` annotation names it.
+pub fn rel_cgroup(path: &std::path::Path) -> String {
+    let mount = nodemesh_agent::datapath::Cgroup2::detect()
+        .expect("cgroup v2 is mounted")
+        .mount;
+    path.strip_prefix(&mount)
+        .expect("test cgroups live under the cgroup2 mount")
+        .display()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn owner_pid_reads_unique_names() {
+        let name = super::unique("nmn");
+        assert_eq!(
+            super::owner_pid(&name, "nmn"),
+            Some(std::process::id() as i32)
+        );
+        assert_eq!(
+            super::owner_pid("nodemesh-test-42x3", "nodemesh-test-"),
+            Some(42)
+        );
+        assert_eq!(super::owner_pid("other", "nmn"), None);
+    }
+}

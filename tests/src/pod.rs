@@ -34,11 +34,17 @@ pub fn pod_binary() -> PathBuf {
 
 /// Builds a command that runs `nm-pod <args>` in a cgroup and network namespace.
 pub fn command(cgroup: &Path, netns: File, args: &[&str]) -> Command {
+    command_for(&pod_binary(), cgroup, netns, args)
+}
+
+/// Builds a command that runs `program <args>` in a cgroup and network
+/// namespace: the process joins both before it execs.
+pub fn command_for(program: &Path, cgroup: &Path, netns: File, args: &[&str]) -> Command {
     let procs = OpenOptions::new()
         .write(true)
         .open(cgroup.join("cgroup.procs"))
         .unwrap_or_else(|e| panic!("opening {}/cgroup.procs: {e}", cgroup.display()));
-    let mut cmd = Command::new(pod_binary());
+    let mut cmd = Command::new(program);
     cmd.args(args);
     // SAFETY: the closure only makes async-signal-safe system calls on
     // descriptors opened before fork.

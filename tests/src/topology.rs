@@ -53,6 +53,7 @@ impl Cluster {
     /// A cluster of `nodes` nodes, linked to each other through node 1.
     pub fn new(nodes: usize) -> Self {
         crate::require_root();
+        crate::sweep_stale();
         assert!((1..=2).contains(&nodes), "1 or 2 nodes");
         let cgroup = TestCgroup::new_root(&unique("nodemesh-test-"));
         let mut cluster = Cluster {

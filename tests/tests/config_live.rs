@@ -2,10 +2,9 @@
 //! effect within a second, and changes that keep a serving backend fail no
 //! connection.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nodemesh_agent::datapath::Cgroup2;
 use nodemesh_tests::agent::{AgentProcess, ca_init};
 use nodemesh_tests::{Cluster, PodProcess, pod::run_json};
 use serde_json::Value;
@@ -26,11 +25,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-fn rel_cgroup(path: &Path) -> String {
-    let mount = Cgroup2::detect().unwrap().mount;
-    path.strip_prefix(&mount).unwrap().display().to_string()
 }
 
 /// The Service `web` (VIP) routed by an HTTPRoute to `web-a` and `web-b`
@@ -147,7 +141,7 @@ metadata:
 spec: {{nodeName: node-1, serviceAccountName: {sa}, containers: [{{name: app, image: x}}]}}
 status: {{phase: Running, hostIP: {host}, podIP: {ip}, podIPs: [{{ip: {ip}}}]}}
 ",
-            cg = rel_cgroup(&p.cgroup),
+            cg = nodemesh_tests::rel_cgroup(&p.cgroup),
             host = cluster.nodes[0].bridge_ip,
             ip = p.ip
         ));

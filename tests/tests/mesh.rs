@@ -1,10 +1,9 @@
 //! The mesh end to end on two nodes: real agents in file mode, real mTLS
 //! between them, the kernel redirecting meshed connections, policy applied.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use nodemesh_agent::datapath::Cgroup2;
 use nodemesh_tests::agent::{AgentProcess, ca_init};
 use nodemesh_tests::capture::{Capture, contains};
 use nodemesh_tests::{Cluster, PodProcess, pod::run_json};
@@ -29,11 +28,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn rel_cgroup(path: &Path) -> String {
-    let mount = Cgroup2::detect().unwrap().mount;
-    path.strip_prefix(&mount).unwrap().display().to_string()
 }
 
 struct PodSpec<'a> {
@@ -165,7 +159,7 @@ impl TwoNodes {
                 ip: cluster.pod(0, c).ip.to_string(),
                 host_ip: cluster.nodes[0].link_ip.to_string(),
                 node: "node-1",
-                cgroup: rel_cgroup(&cluster.pod(0, c).cgroup),
+                cgroup: nodemesh_tests::rel_cgroup(&cluster.pod(0, c).cgroup),
             },
             PodSpec {
                 name: "server",
@@ -174,7 +168,7 @@ impl TwoNodes {
                 ip: cluster.pod(server_node, s).ip.to_string(),
                 host_ip: cluster.nodes[server_node].link_ip.to_string(),
                 node: if server_node == 0 { "node-1" } else { "node-2" },
-                cgroup: rel_cgroup(&cluster.pod(server_node, s).cgroup),
+                cgroup: nodemesh_tests::rel_cgroup(&cluster.pod(server_node, s).cgroup),
             },
         ];
         if extra_pod_on_node1 {
@@ -188,7 +182,9 @@ impl TwoNodes {
                     .to_string(),
                 host_ip: cluster.nodes[0].link_ip.to_string(),
                 node: "node-1",
-                cgroup: rel_cgroup(&cluster.pod(0, cluster.nodes[0].pods.len() - 1).cgroup),
+                cgroup: nodemesh_tests::rel_cgroup(
+                    &cluster.pod(0, cluster.nodes[0].pods.len() - 1).cgroup,
+                ),
             });
         }
         for p in &pods {
@@ -205,7 +201,7 @@ impl TwoNodes {
                     ip: p.ip.to_string(),
                     host_ip: cluster.nodes[0].link_ip.to_string(),
                     node: "node-1",
-                    cgroup: rel_cgroup(&p.cgroup),
+                    cgroup: nodemesh_tests::rel_cgroup(&p.cgroup),
                 })
                 .replace("namespace: demo", "namespace: plain"),
             );

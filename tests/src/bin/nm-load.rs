@@ -45,6 +45,10 @@ fn main() {
     let num = |i: usize| arg(i).parse::<u64>().unwrap_or_else(|_| usage());
     let addr = |i: usize| arg(i).parse::<SocketAddr>().unwrap_or_else(|_| usage());
     let out = match arg(0) {
+        "sweep" => {
+            nodemesh_tests::sweep_stale();
+            return;
+        }
         "bench" => {
             if let Err(e) = orchestrate::run(&args[1..]) {
                 eprintln!("nm-load bench: {e:#}");
@@ -495,18 +499,14 @@ mod http {
 /// The `bench` subcommand: cluster, agents, scenarios, rounds.
 mod orchestrate {
     use std::collections::BTreeMap;
-    use std::fs::OpenOptions;
-    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::io::{BufRead as _, BufReader};
     use std::net::{Ipv4Addr, SocketAddr};
-    use std::os::fd::{AsRawFd as _, BorrowedFd};
-    use std::os::unix::process::CommandExt as _;
     use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
     use anyhow::{Context as _, bail};
     use hdrhistogram::Histogram;
-    use nodemesh_agent::datapath::Cgroup2;
     use nodemesh_tests::agent::{AgentProcess, ca_init};
     use nodemesh_tests::{Cluster, Pod, PodProcess, pod::run_json};
     use serde_json::{Value, json};
@@ -595,33 +595,13 @@ mod orchestrate {
 
     /// `nm-load <args>` inside a pod's cgroup and network namespace.
     fn pod_cmd(pod: &Pod, args: &[String]) -> Command {
-        let procs = OpenOptions::new()
-            .write(true)
-            .open(pod.cgroup.join("cgroup.procs"))
-            .expect("pod cgroup.procs");
-        let netns = pod.netns.file();
-        let mut cmd = Command::new(std::env::current_exe().expect("own path"));
-        cmd.args(args);
-        // SAFETY: only system calls on descriptors opened before fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                let mut f = &procs;
-                f.write_all(b"0")?;
-                let ns = BorrowedFd::borrow_raw(netns.as_raw_fd());
-                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)?;
-                Ok(())
-            });
-        }
-        cmd
-    }
-
-    fn rel_cgroup(path: &Path) -> String {
-        let mount = Cgroup2::detect().expect("cgroup2").mount;
-        path.strip_prefix(&mount)
-            .expect("pod cgroups are under the mount")
-            .display()
-            .to_string()
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodemesh_tests::pod::command_for(
+            &std::env::current_exe().expect("own path"),
+            &pod.cgroup,
+            pod.netns.file(),
+            &args,
+        )
     }
 
     fn cluster_yaml(cluster: &Cluster) -> String {
@@ -650,7 +630,7 @@ status:
   podIPs: [{{ip: {ip}}}]
 ",
                     name = p.name,
-                    cgroup = rel_cgroup(&p.cgroup),
+                    cgroup = nodemesh_tests::rel_cgroup(&p.cgroup),
                     node = n + 1,
                     host = node.link_ip,
                     ip = p.ip,

@@ -88,7 +88,7 @@ pub fn measure(quick: bool, dir: &Path) -> anyhow::Result<PathBuf> {
         if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            cleanup(child.id());
+            cleanup(&bin.join("nm-load"));
             bail!(
                 "nm-load bench did not finish within {limit:?}; its namespaces and cgroups were removed"
             );
@@ -101,46 +101,8 @@ pub fn measure(quick: bool, dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(raw)
 }
 
-/// Removes what a killed `nm-load bench` (process `pid`) left: its network
-/// namespaces (`nmn<pid>x*`, `nmp<pid>x*`) and its cgroup tree
-/// (`nodemesh-test-<pid>x*` under the cgroup2 mount), killing the processes in it.
-fn cleanup(pid: u32) {
-    let tag = format!("{}x", pid % 100_000);
-    if let Ok(dir) = std::fs::read_dir("/var/run/netns") {
-        for e in dir.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&format!("nmn{tag}")) || name.starts_with(&format!("nmp{tag}")) {
-                let _ = Command::new("ip").args(["netns", "del", &name]).status();
-            }
-        }
-    }
-    let mount = Path::new("/sys/fs/cgroup");
-    if let Ok(dir) = std::fs::read_dir(mount) {
-        for e in dir.flatten() {
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("nodemesh-test-{tag}"))
-            {
-                remove_cgroup(&e.path());
-            }
-        }
-    }
-}
-
-/// Kills the processes of a cgroup tree and removes it, deepest first.
-fn remove_cgroup(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup(&e.path());
-            }
-        }
-    }
-    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-    for _ in 0..100 {
-        if std::fs::remove_dir(dir).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Removes what a killed `nm-load bench` left (its namespaces and cgroup
+/// tree) with `nm-load sweep`, the test library's own clean-up.
+fn cleanup(nm_load: &Path) {
+    let _ = Command::new(nm_load).arg("sweep").status();
 }
