@@ -1,6 +1,7 @@
-//! Embeds the kernel programs built by `cargo xtask build-ebpf`.
+//! Embeds the kernel programs built by `cargo xtask build-ebpf`: the regular
+//! object and its companion without the sockhash and `sk_msg`.
 //!
-//! The object is embedded only if the digest stored beside it matches the
+//! The objects are embedded only if the digest stored beside them matches the
 //! current sources; otherwise the build fails and says which command to run.
 //! Under clippy (or with `NODEMESH_EBPF_STUB=1`) an empty stand-in is
 //! embedded so lints work without the BPF toolchain; such an agent refuses
@@ -32,6 +33,10 @@ fn main() {
         std::fs::write(&stub, b"").expect("writing the stand-in object");
         println!("cargo::rustc-cfg=nodemesh_ebpf_stub");
         println!("cargo::rustc-env=NODEMESH_EBPF_OBJECT={}", stub.display());
+        println!(
+            "cargo::rustc-env=NODEMESH_EBPF_OBJECT_NOSOCKMAP={}",
+            stub.display()
+        );
         return;
     }
 
@@ -45,15 +50,19 @@ fn main() {
         .unwrap_or_else(|| root.join("target"));
     let dir = target.join("bpf").join(profile);
     let object = dir.join("nodemesh.bpf.o");
+    let without_sockmap = dir.join("nodemesh-nosockmap.bpf.o");
     let digest_file = dir.join("nodemesh.bpf.o.digest");
     println!("cargo::rerun-if-changed={}", object.display());
+    println!("cargo::rerun-if-changed={}", without_sockmap.display());
     println!("cargo::rerun-if-changed={}", digest_file.display());
 
-    if !object.exists() {
-        fail(&format!(
-            "the kernel programs are not built ({} is missing): run `cargo xtask build-ebpf{flag}` first",
-            object.display()
-        ));
+    for file in [&object, &without_sockmap] {
+        if !file.exists() {
+            fail(&format!(
+                "the kernel programs are not built ({} is missing): run `cargo xtask build-ebpf{flag}` first",
+                file.display()
+            ));
+        }
     }
     let built_from = std::fs::read_to_string(&digest_file).unwrap_or_default();
     let current = source_digest::source_digest(&root).expect("hashing the eBPF sources");
@@ -64,6 +73,10 @@ fn main() {
         ));
     }
     println!("cargo::rustc-env=NODEMESH_EBPF_OBJECT={}", object.display());
+    println!(
+        "cargo::rustc-env=NODEMESH_EBPF_OBJECT_NOSOCKMAP={}",
+        without_sockmap.display()
+    );
 }
 
 fn fail(message: &str) -> ! {

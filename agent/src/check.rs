@@ -1,7 +1,9 @@
 //! `nodemesh check`: can this node run nodemesh, and is the agent healthy?
 //!
-//! One line per check, `✔` or `✘`, and for each failure what to do. Every
-//! kernel capability is probed for real (see [`crate::datapath::probe_kernel`]).
+//! One line per check: `✔`, `✘` for a missing requirement with what to do,
+//! or `!` for a missing optional capability with what the agent runs without.
+//! Every kernel capability is probed for real (see
+//! [`crate::datapath::probe_kernel`]).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,20 +16,31 @@ const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_BPF: u32 = 39;
 
-/// Runs every check and prints the report; exits 3 if any failed.
+/// Runs every check and prints the report; exits 3 if a required one failed.
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let checks = collect(args);
     let mut failed = 0;
+    let mut degraded = 0;
     for c in &checks {
         if c.ok {
             println!("✔ {}", c.name);
-        } else {
+        } else if c.required {
             failed += 1;
             println!("✘ {}\n    fix: {}", c.name, c.fix);
+        } else {
+            degraded += 1;
+            println!("! {} (optional)\n    {}", c.name, c.fix);
         }
     }
     if failed == 0 {
-        println!("all {} checks passed", checks.len());
+        if degraded == 0 {
+            println!("all {} checks passed", checks.len());
+        } else {
+            println!(
+                "{} checks passed; {degraded} optional capabilities missing: the agent runs without them",
+                checks.len() - degraded
+            );
+        }
         Ok(ExitCode::SUCCESS)
     } else {
         println!("{failed} of {} checks failed", checks.len());
@@ -47,6 +60,7 @@ pub fn collect(args: &CheckArgs) -> Vec<Check> {
         checks.push(Check {
             name: format!("capability {name}"),
             ok: caps.is_some_and(|c| c & (1 << bit) != 0),
+            required: true,
             fix: "run as root, or give the DaemonSet `privileged: true` (or these capabilities)"
                 .into(),
         });
@@ -56,6 +70,7 @@ pub fn collect(args: &CheckArgs) -> Vec<Check> {
             checks.push(Check {
                 name: format!("cgroup v2 mounted at {}", cg.mount.display()),
                 ok: true,
+                required: true,
                 fix: String::new(),
             });
             let wanted = args.cgroup.clone().unwrap_or_default();
@@ -69,12 +84,14 @@ pub fn collect(args: &CheckArgs) -> Vec<Check> {
                         .unwrap_or_else(|_| wanted.display().to_string())
                 ),
                 ok: resolved.is_ok(),
+                required: true,
                 fix: resolved.err().map(|e| e.to_string()).unwrap_or_default(),
             });
         }
         Err(e) => checks.push(Check {
             name: "cgroup v2 mounted".into(),
             ok: false,
+            required: true,
             fix: e.to_string(),
         }),
     }
@@ -110,5 +127,10 @@ fn agent_ready(args: &CheckArgs) -> Check {
         Some(resp.starts_with("HTTP/1.1 200"))
     })()
     .unwrap_or(false);
-    Check { name, ok, fix }
+    Check {
+        name,
+        ok,
+        required: true,
+        fix,
+    }
 }

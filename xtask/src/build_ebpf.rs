@@ -1,8 +1,10 @@
 //! `cargo xtask build-ebpf`: compiles the kernel programs into one BPF object.
 //!
-//! The object lands in `target/bpf/<profile>/nodemesh.bpf.o`, beside a digest
-//! of the sources it was built from; the agent's build script embeds it only
-//! if that digest still matches.
+//! The object lands in `target/bpf/<profile>/nodemesh.bpf.o`, with its
+//! companion built without the sockhash and `sk_msg`
+//! (`nodemesh-nosockmap.bpf.o`) and a digest of the sources both were built
+//! from; the agent's build script embeds them only if that digest still
+//! matches.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,6 +15,11 @@ use crate::{cmd, toolchain};
 
 #[path = "../../ebpf/source_digest.rs"]
 mod source_digest;
+
+/// The object's file name.
+pub const OBJECT: &str = "nodemesh.bpf.o";
+/// The companion object built without the `sockmap` feature, beside [`OBJECT`].
+pub const OBJECT_WITHOUT_SOCKMAP: &str = "nodemesh-nosockmap.bpf.o";
 
 /// Options of `cargo xtask build-ebpf`.
 #[derive(clap::Args, Default)]
@@ -48,40 +55,59 @@ pub fn run(opts: &Options) -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![linker.parent().expect("linker has a parent").to_path_buf()];
     paths.extend(std::env::split_paths(&path));
-    let mut build = Command::new("cargo");
-    build
-        .current_dir(&programs)
-        .arg(format!("+{}", toolchain::NIGHTLY))
-        .args(["build", "--profile", profile, "--target-dir"])
-        .arg(&build_dir)
-        .env("PATH", std::env::join_paths(paths)?)
-        // The host toolchain's settings must not leak into the nightly build.
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WRAPPER")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("CARGO_TARGET_DIR");
-    if !opts.features.is_empty() {
-        build.arg("--features").arg(opts.features.join(","));
-    }
-    cmd::run(&mut build)?;
-
-    let profile_dir = if opts.release { "release" } else { "debug" };
-    let built = build_dir
-        .join("bpfel-unknown-none")
-        .join(profile_dir)
-        .join("nodemesh-ebpf");
+    let path = std::env::join_paths(paths)?;
     let out_dir = target
         .join("bpf")
         .join(opts.variant.as_deref().unwrap_or(profile));
     std::fs::create_dir_all(&out_dir)?;
-    let object = out_dir.join("nodemesh.bpf.o");
-    std::fs::copy(&built, &object)
-        .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
+    let object = out_dir.join(OBJECT);
+
+    // The regular object, then its companion without the sockhash and
+    // `sk_msg`, for kernels that refuse them (see `agent/src/datapath/object.rs`).
+    for (file, sockmap) in [(OBJECT, true), (OBJECT_WITHOUT_SOCKMAP, false)] {
+        let mut features = opts.features.clone();
+        if sockmap {
+            features.push("sockmap".to_owned());
+        }
+        let flavour_dir = if sockmap {
+            build_dir.clone()
+        } else {
+            build_dir.with_file_name(format!(
+                "{}-nosockmap",
+                build_dir.file_name().unwrap_or_default().to_string_lossy()
+            ))
+        };
+        let mut build = Command::new("cargo");
+        build
+            .current_dir(&programs)
+            .arg(format!("+{}", toolchain::NIGHTLY))
+            .args(["build", "--profile", profile, "--no-default-features"])
+            .arg("--target-dir")
+            .arg(&flavour_dir)
+            .env("PATH", &path)
+            // The host toolchain's settings must not leak into the nightly build.
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("CARGO_TARGET_DIR");
+        if !features.is_empty() {
+            build.arg("--features").arg(features.join(","));
+        }
+        cmd::run(&mut build)?;
+        let profile_dir = if opts.release { "release" } else { "debug" };
+        let built = flavour_dir
+            .join("bpfel-unknown-none")
+            .join(profile_dir)
+            .join("nodemesh-ebpf");
+        let dest = out_dir.join(file);
+        std::fs::copy(&built, &dest)
+            .with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
+    }
     if opts.variant.is_none() {
-        // Only the regular object is eligible for embedding in the agent.
+        // Only the regular objects are eligible for embedding in the agent.
         let digest = source_digest::source_digest(&root)?;
-        std::fs::write(out_dir.join("nodemesh.bpf.o.digest"), digest)?;
+        std::fs::write(out_dir.join(format!("{OBJECT}.digest")), digest)?;
     }
     eprintln!("built {}", object.display());
     Ok(object)

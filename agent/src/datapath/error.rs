@@ -41,6 +41,18 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The kernel lacks a feature something asked for needs.
+    #[error("kernel {release} lacks {feature}, which {needed_by}: {instead}; see `nodemesh check`")]
+    Unsupported {
+        /// `uname -r`.
+        release: String,
+        /// What the kernel lacks.
+        feature: &'static str,
+        /// What needs it, and why.
+        needed_by: &'static str,
+        /// What can run instead.
+        instead: &'static str,
+    },
     /// The kernel refused the object or one of its programs.
     #[error("loading the kernel programs: {}", chain(source.as_ref()))]
     Load {

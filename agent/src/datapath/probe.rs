@@ -3,8 +3,13 @@
 //! Each program and map type is probed for real (a minimal load into the
 //! kernel), not inferred from the version number. The agent turns the
 //! report into the feature set it can offer: without sockmap support it runs
-//! without same-node acceleration, without sockops it also loses L4 metrics,
-//! and without cgroup sock_addr programs it cannot run at all.
+//! without same-node acceleration, without sockops it also loses L4 metrics
+//! and the mesh, without IPv6 it serves IPv4 only, and without cgroup
+//! sock_addr programs it cannot run at all.
+//!
+//! A probe the kernel refuses with `EPERM` counts as missing, as a security
+//! policy refusing one program type makes it; only when the core probes are
+//! refused so does the report say the agent lacks privileges.
 
 use std::path::Path;
 
@@ -24,6 +29,9 @@ pub struct Check {
     pub name: String,
     /// Whether the kernel has it.
     pub ok: bool,
+    /// Whether the agent cannot run without it; a missing optional
+    /// capability only turns a feature off.
+    pub required: bool,
     /// What is lost, or how to fix it, when it is missing.
     pub fix: String,
 }
@@ -39,13 +47,16 @@ pub struct Features {
     pub sockops: bool,
     /// Same-node acceleration (sockhash + sk_msg).
     pub sockmap: bool,
+    /// IPv6 sockets (the kernel has IPv6, not disabled at boot): without it
+    /// the IPv6 hooks are not attached.
+    pub ipv6: bool,
 }
 
 /// Everything [`probe_kernel`] found.
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelReport {
-    /// The kernel refused the probes for lack of privileges (so every
-    /// capability below reads as missing).
+    /// The kernel refused the core probes with `EPERM`: the agent lacks
+    /// privileges (so every capability below reads as missing).
     pub permission_denied: bool,
     /// `uname -r`.
     pub release: String,
@@ -65,6 +76,7 @@ pub fn probe_kernel() -> KernelReport {
     checks.push(Check {
         name: format!("kernel {release} >= {}.{}", MIN_KERNEL.0, MIN_KERNEL.1),
         ok: version_ok,
+        required: true,
         fix: format!(
             "upgrade the node kernel to {}.{} or newer",
             MIN_KERNEL.0, MIN_KERNEL.1
@@ -73,24 +85,29 @@ pub fn probe_kernel() -> KernelReport {
     checks.push(Check {
         name: "BTF at /sys/kernel/btf/vmlinux".into(),
         ok: Path::new("/sys/kernel/btf/vmlinux").exists(),
+        required: false,
         fix: "a kernel built with CONFIG_DEBUG_INFO_BTF=y (optional today; needed for richer verifier logs)".into(),
     });
-    let denied = std::cell::Cell::new(false);
-    // Records one probe; a permission error marks the whole report.
+    let denied = std::cell::RefCell::new(Vec::new());
+    // Records one probe; a permission error is noted against its name.
     let record = |name: String,
                   result: Result<bool, &(dyn std::error::Error + 'static)>,
                   fix: &str,
                   checks: &mut Vec<Check>| {
+        let mut fix = fix.to_owned();
         let ok = result.unwrap_or_else(|e| {
             if super::error::is_permission(e) {
-                denied.set(true);
+                fix =
+                    format!("refused with EPERM (a security policy, or missing privileges); {fix}");
+                denied.borrow_mut().push(name.clone());
             }
             false
         });
         checks.push(Check {
             name,
             ok,
-            fix: fix.into(),
+            required: false,
+            fix,
         });
         ok
     };
@@ -122,13 +139,13 @@ pub fn probe_kernel() -> KernelReport {
     let sockops = prog(
         "sock_ops",
         ProgramType::SockOps,
-        "without it L4 metrics and same-node acceleration are off",
+        "without it L4 metrics and same-node acceleration are off, and the mesh (--redirect-addr) cannot start",
         &mut checks,
     );
     let sk_msg = prog(
         "sk_msg",
         ProgramType::SkMsg,
-        "without it same-node acceleration is off (CONFIG_BPF_STREAM_PARSER / CONFIG_NET_SOCK_MSG)",
+        "without it same-node acceleration is off (kernels before 5.13 need CONFIG_BPF_STREAM_PARSER; later ones have it with CONFIG_BPF_SYSCALL and CONFIG_INET)",
         &mut checks,
     );
     let hash = map("hash", MapType::Hash, need, &mut checks);
@@ -144,21 +161,52 @@ pub fn probe_kernel() -> KernelReport {
     let sockhash = map(
         "sockhash",
         MapType::SockHash,
-        "without it same-node acceleration is off (CONFIG_BPF_STREAM_PARSER)",
+        "without it same-node acceleration is off (kernels before 5.13 need CONFIG_BPF_STREAM_PARSER)",
         &mut checks,
     );
+    let ipv6 = ipv6_sockets();
+    checks.push(Check {
+        name: "IPv6 sockets".into(),
+        ok: ipv6,
+        required: false,
+        fix: "without IPv6 (CONFIG_IPV6, ipv6.disable=1) the agent serves IPv4 only".into(),
+    });
     let core = connect && hash && lru && array && percpu_array;
     let features = Features {
         connect: core,
         peername: core && version_ok,
         sockops: core && sockops && percpu_hash,
         sockmap: core && sockops && sk_msg && sockhash,
+        ipv6,
     };
+    let core_names = [
+        "program type cgroup_sock_addr",
+        "map type hash",
+        "map type lru_hash",
+        "map type array",
+        "map type percpu_array",
+    ];
+    let core_denied = denied
+        .borrow()
+        .iter()
+        .any(|name| core_names.contains(&name.as_str()));
+    for check in &mut checks {
+        check.required |= core_names.contains(&check.name.as_str());
+    }
     KernelReport {
-        permission_denied: denied.get(),
+        permission_denied: core_denied,
         release,
         checks,
         features,
+    }
+}
+
+/// Whether the kernel lets this process open an IPv6 socket: it fails with
+/// `EAFNOSUPPORT` on a kernel built without IPv6 or booted with `ipv6.disable=1`.
+fn ipv6_sockets() -> bool {
+    match std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0)) {
+        Ok(_) => true,
+        Err(e) => e.raw_os_error() != Some(libc::EAFNOSUPPORT),
     }
 }
 

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::{
     Cgroup2, Error, Features, KernelReport, ObjectSource, ServiceSpec, cgroup_id,
-    error::is_permission, maps::Maps, probe_kernel,
+    error::is_permission, maps::Maps, object::Flavour, probe_kernel,
 };
 
 /// Where the kernel sends meshed connections: the agent's outbound listener.
@@ -119,17 +119,32 @@ impl Datapath {
             tracing::warn!("kernel lacks sockmap/sk_msg support: same-node acceleration is off");
         }
         if !report.features.sockops {
-            tracing::warn!(
-                "kernel lacks sock_ops support: L4 metrics and original-destination hand-off are off"
-            );
+            if opts.redirect.is_some() {
+                // The mesh learns each redirected connection's original
+                // destination from sock_ops; without it every meshed
+                // connection would fail, so refuse rather than run broken.
+                return Err(Error::Unsupported {
+                    release: report.release.clone(),
+                    feature: "sock_ops programs",
+                    needed_by: "the mesh (--redirect-addr) needs to hand each redirected connection's original destination to the agent",
+                    instead: "run without --redirect-addr for Service translation and policy only",
+                });
+            }
+            tracing::warn!("kernel lacks sock_ops support: L4 metrics are off");
+        }
+        if !report.features.ipv6 {
+            tracing::warn!("kernel has no IPv6: the IPv6 hooks are not attached");
         }
 
-        let bytes = opts.object.bytes()?;
-        let mut loader = EbpfLoader::new();
-        if !report.features.sockmap {
-            loader.allow_unsupported_maps();
-        }
-        let mut ebpf = loader.load(&bytes).map_err(|e| {
+        // A kernel that refuses sockhash maps refuses the whole regular
+        // object (aya creates every map it declares): load the build without them.
+        let flavour = if report.features.sockmap {
+            Flavour::Full
+        } else {
+            Flavour::WithoutSockmap
+        };
+        let bytes = opts.object.bytes(flavour)?;
+        let mut ebpf = EbpfLoader::new().load(&bytes).map_err(|e| {
             if is_permission(&e) {
                 Error::NotPermitted {
                     what: "loading the kernel programs".into(),
@@ -180,11 +195,16 @@ impl Datapath {
         let cgroup_file = File::open(&cgroup)
             .map_err(|e| Error::io(format!("opening cgroup {}", cgroup.display()), e))?;
         let target = cgroup.display().to_string();
-        for name in ["connect4", "connect6"] {
-            attach_sock_addr(&mut ebpf, name, &cgroup_file, &target)?;
+        let families: &[(&str, &str)] = if features.ipv6 {
+            &[("connect4", "getpeername4"), ("connect6", "getpeername6")]
+        } else {
+            &[("connect4", "getpeername4")]
+        };
+        for (connect, _) in families {
+            attach_sock_addr(&mut ebpf, connect, &cgroup_file, &target)?;
         }
         if features.peername {
-            for name in ["getpeername4", "getpeername6"] {
+            for (_, name) in families {
                 if let Err(error) = attach_sock_addr(&mut ebpf, name, &cgroup_file, &target) {
                     tracing::warn!(%error, "applications will see backend addresses in getpeername()");
                     features.peername = false;

@@ -5,7 +5,9 @@
 //! - `getpeername4`/`getpeername6`: show the application the address it dialled.
 //! - `sockops`: original-destination hand-off to the agent, the same-node
 //!   sockhash, and L4 flow metrics.
-//! - `sk_msg`: same-node socket-to-socket acceleration.
+//! - `sk_msg`: same-node socket-to-socket acceleration (feature `sockmap`,
+//!   on by default; the agent also embeds an object built without it for
+//!   kernels that refuse sockhash maps or `sk_msg` programs).
 //!
 //! Entry points are thin: each calls a `try_*` function returning `Result`,
 //! and an error never blocks traffic it was not meant to block.
@@ -18,6 +20,9 @@ mod connect;
 mod flows;
 mod maps;
 mod peername;
+#[cfg(feature = "kernel-refusal-test")]
+mod refusal;
+#[cfg(feature = "sockmap")]
 mod skmsg;
 mod sockops;
 mod stats;

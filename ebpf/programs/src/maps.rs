@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, SockHash},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use nodemesh_common::{
     config::DatapathConfig,
@@ -41,8 +41,12 @@ pub static ORIG_BY_COOKIE: LruHashMap<u64, OrigDst> = LruHashMap::with_max_entri
 pub static ORIG_BY_TUPLE: LruHashMap<SockKey, OrigDst> =
     LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
+/// Absent from the object built without the `sockmap` feature, which the
+/// agent loads on kernels that refuse sockhash maps.
+#[cfg(feature = "sockmap")]
 #[map]
-pub static SOCK_HASH: SockHash<SockKey> = SockHash::with_max_entries(MAX_SOCKETS, 0);
+pub static SOCK_HASH: aya_ebpf::maps::SockHash<SockKey> =
+    aya_ebpf::maps::SockHash::with_max_entries(MAX_SOCKETS, 0);
 
 #[map]
 pub static SOCK_STATE: LruHashMap<SockKey, SockState> =

@@ -13,9 +13,9 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_ANY, BPF_NOEXIST, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
-        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
-        BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock_ops,
+        BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
+        bpf_sock_ops,
     },
     helpers::bpf_get_socket_cookie,
     macros::sock_ops,
@@ -25,16 +25,13 @@ use nodemesh_common::{
     config::{FEATURE_METRICS, FEATURE_SOCKMAP},
     flow::{DIR_INBOUND, FlowKey, SockFlow},
     net::Addr,
-    sock::{ORIG_REDIRECTED, SOCK_UNDECIDED, SockKey, SockState},
-    stats::{MAP_UPDATE_ERRORS, SOCKMAP_INSERT_ERRORS, SOCKMAP_INSERTED},
+    sock::{ORIG_REDIRECTED, SockKey},
+    stats::MAP_UPDATE_ERRORS,
 };
 
 use crate::{
     flows,
-    maps::{
-        self, COOKIE_FLOWS, ENDPOINTS, ORIG_BY_COOKIE, ORIG_BY_TUPLE, SOCK_FLOWS, SOCK_HASH,
-        SOCK_STATE,
-    },
+    maps::{self, COOKIE_FLOWS, ENDPOINTS, ORIG_BY_COOKIE, ORIG_BY_TUPLE, SOCK_FLOWS, SOCK_STATE},
     stats,
 };
 
@@ -224,8 +221,15 @@ fn on_established(
 
 /// Adds the socket to the sockhash; `sk_msg` then decides at its first send
 /// whether its peer is local too.
+#[cfg(feature = "sockmap")]
 #[inline(always)]
 fn accelerate(ctx: &SockOpsContext, mut key: SockKey) {
+    use crate::maps::SOCK_HASH;
+    use aya_ebpf::bindings::BPF_NOEXIST;
+    use nodemesh_common::{
+        sock::{SOCK_UNDECIDED, SockState},
+        stats::{SOCKMAP_INSERT_ERRORS, SOCKMAP_INSERTED},
+    };
     // SAFETY: the context pointer is valid for the program's run.
     let ops: &mut bpf_sock_ops = unsafe { &mut *ctx.ops };
     if SOCK_HASH.update(&mut key, ops, BPF_ANY as u64).is_err() {
@@ -242,6 +246,12 @@ fn accelerate(ctx: &SockOpsContext, mut key: SockKey) {
     }
     stats::inc(SOCKMAP_INSERTED);
 }
+
+/// The object built without the `sockmap` feature has no sockhash, and the
+/// agent never turns `FEATURE_SOCKMAP` on for it.
+#[cfg(not(feature = "sockmap"))]
+#[inline(always)]
+fn accelerate(_ctx: &SockOpsContext, _key: SockKey) {}
 
 fn on_state(ctx: &SockOpsContext) -> Result<(), i64> {
     let old = ctx.arg(0);
