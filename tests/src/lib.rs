@@ -13,8 +13,10 @@
 pub mod agent;
 pub mod capture;
 pub mod cgroup;
+pub mod mesh;
 pub mod netns;
 pub mod pod;
+pub mod refusal;
 pub mod topology;
 
 pub use cgroup::TestCgroup;

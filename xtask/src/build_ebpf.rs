@@ -64,7 +64,13 @@ pub fn run(opts: &Options) -> anyhow::Result<PathBuf> {
 
     // The regular object, then its companion without the sockhash and
     // `sk_msg`, for kernels that refuse them (see `agent/src/datapath/object.rs`).
-    for (file, sockmap) in [(OBJECT, true), (OBJECT_WITHOUT_SOCKMAP, false)] {
+    // Test variants are loaded as they are and need no companion.
+    let flavours: &[(&str, bool)] = if opts.variant.is_none() {
+        &[(OBJECT, true), (OBJECT_WITHOUT_SOCKMAP, false)]
+    } else {
+        &[(OBJECT, true)]
+    };
+    for &(file, sockmap) in flavours {
         let mut features = opts.features.clone();
         if sockmap {
             features.push("sockmap".to_owned());

@@ -2,8 +2,9 @@
 //!
 //! Order: formatting, clippy with warnings denied, the kernel programs, unit
 //! tests, the privileged end-to-end tests (serially, on this kernel), then the
-//! same tests on the kernel matrix (`cargo xtask vm-test`), then the quick
-//! benchmark (printed, not asserted). The privileged tests need root; they
+//! same tests on the kernel matrix (`cargo xtask vm-test`), the matrix with a
+//! program the verifier must refuse (`--broken`) and as kernels missing a
+//! feature (`--degraded`), then the quick benchmark (printed, not asserted). The privileged tests need root; they
 //! fail rather than skip without it.
 
 use std::process::Command;
@@ -100,6 +101,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         Command::new("cargo")
             .current_dir(&root)
             .args(["xtask", "vm-test", "--broken"]),
+    )?;
+    // The agent on the same kernels made to miss a feature.
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["xtask", "vm-test", "--degraded"]),
     )?;
     // The quick benchmark: its figures are printed, never asserted.
     cmd::run(

@@ -10,6 +10,12 @@
 //! `--broken` runs the same matrix against a deliberately broken BPF object
 //! (feature `verifier-reject-test` of the kernel programs) and succeeds only
 //! if the verifier rejected it on every kernel, showing the verifier's log.
+//!
+//! `--degraded` boots every kernel as kernels missing a feature and runs the
+//! `degraded` tests there, which show the agent degrading as documented: once
+//! with a BPF-LSM policy (feature `kernel-refusal-test`) that the tests
+//! install to refuse sockmap, then `sock_ops`, and once booted with
+//! `ipv6.disable=1`. Each boot passes only if every test it names passed.
 
 mod apt;
 mod cpio;
@@ -30,6 +36,8 @@ use crate::{build_ebpf, toolchain};
 const BROKEN_FEATURE: &str = "verifier-reject-test";
 /// The program that feature adds; a rejection counts only if the console names it.
 const BROKEN_PROGRAM: &str = "verifier_reject_test";
+/// The kernel programs' feature that adds `refuse_bpf`, the BPF-LSM policy of `--degraded`.
+const REFUSAL_FEATURE: &str = "kernel-refusal-test";
 /// Modules every guest loads (with their dependencies) unless built in.
 const MODULES: &[&str] = &["veth", "bridge", "sch_ingress", "cls_bpf"];
 
@@ -47,6 +55,10 @@ pub struct Options {
     /// Test against a BPF object the verifier must reject; succeed only if every kernel FAILs so.
     #[arg(long)]
     pub broken: bool,
+    /// Boot every kernel as kernels missing a feature (a BPF-LSM policy refusing sockmap or
+    /// sock_ops; ipv6.disable=1) and run the agent's degraded-mode tests there.
+    #[arg(long, conflicts_with_all = ["broken", "filter", "skip"])]
+    pub degraded: bool,
     /// An extra kernel module to load in the guest (dependencies follow). Repeatable.
     #[arg(long = "module", value_name = "NAME")]
     pub modules: Vec<String>,
@@ -70,9 +82,52 @@ pub struct Options {
     pub skip: Vec<String>,
 }
 
+/// One boot of each kernel under `--degraded`: how the kernel is made to
+/// miss a feature, and the `degraded` tests that must pass there.
+struct DegradedBoot {
+    /// Shown beside the kernel in the result table.
+    label: &'static str,
+    /// Extra kernel command-line parameters.
+    kernel_args: &'static [&'static str],
+    /// The tests run, by exact name; all must pass.
+    tests: &'static [&'static str],
+}
+
+/// The boots of `--degraded`. The BPF-LSM policy is installed by the tests
+/// themselves (`nodemesh_tests::refusal`); the guest kernels' default `lsm=`
+/// includes `bpf`.
+const DEGRADED_BOOTS: &[DegradedBoot] = &[
+    DegradedBoot {
+        label: "refusing sockmap, then sock_ops",
+        kernel_args: &[],
+        tests: &[
+            "without_sockmap_the_agent_meshes_without_same_node_acceleration",
+            "without_sock_ops_the_agent_translates_and_enforces_policy_but_refuses_the_mesh",
+        ],
+    },
+    DegradedBoot {
+        label: "ipv6.disable=1",
+        kernel_args: &["ipv6.disable=1"],
+        tests: &["without_ipv6_the_agent_meshes_over_ipv4"],
+    },
+];
+
+/// One boot of one kernel: its command line, the tests' arguments, and how
+/// many tests must pass (`None`: whatever the binaries hold).
+struct Boot {
+    /// Shown beside the kernel in the result table and in file names.
+    label: Option<&'static str>,
+    /// Kernel command-line parameters beyond the defaults.
+    kernel_args: Vec<String>,
+    /// `NODEMESH_VM_TEST_ARGS`.
+    test_args: String,
+    /// The number of tests that must pass.
+    expect_passed: Option<u64>,
+}
+
 /// One kernel's row of the result table.
 struct Row {
-    /// The kernel as named on the command line.
+    /// The kernel as named on the command line (with its boot's label).
     kernel: String,
     /// Its `uname -r`, or `-` if it could not be prepared.
     release: String,
@@ -106,7 +161,20 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             ..Default::default()
         })?;
     }
-    let binaries = payload::build_tests()?;
+    let refusal_object = if opts.degraded {
+        Some(build_ebpf::run(&build_ebpf::Options {
+            features: vec![REFUSAL_FEATURE.to_owned()],
+            variant: Some("refusal".to_owned()),
+            ..Default::default()
+        })?)
+    } else {
+        None
+    };
+    let binaries = payload::build_tests(if opts.degraded {
+        payload::DEGRADED_TESTS
+    } else {
+        payload::KERNEL_TESTS
+    })?;
     for test in &binaries.tests {
         eprintln!("test binary: {}", test.display());
     }
@@ -128,8 +196,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             initramfs::BIN_DIR.to_owned(),
         ),
         ("RUST_BACKTRACE".to_owned(), "1".to_owned()),
-        ("NODEMESH_VM_TEST_ARGS".to_owned(), test_args(opts)?),
     ];
+    if refusal_object.is_some() {
+        env.push((
+            "NODEMESH_REFUSAL_OBJECT".to_owned(),
+            initramfs::REFUSAL_OBJECT.to_owned(),
+        ));
+    }
     if let Ok(log) = std::env::var("RUST_LOG") {
         env.push(("RUST_LOG".to_owned(), log));
     }
@@ -137,6 +210,29 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     modules.extend(opts.modules.iter().cloned());
     modules.retain(|m| !opts.without_modules.contains(m));
 
+    let boots: Vec<Boot> = if opts.degraded {
+        DEGRADED_BOOTS
+            .iter()
+            .map(|b| Boot {
+                label: Some(b.label),
+                kernel_args: opts
+                    .kernel_args
+                    .iter()
+                    .cloned()
+                    .chain(b.kernel_args.iter().map(|a| (*a).to_owned()))
+                    .collect(),
+                test_args: format!("--ignored --exact {}", b.tests.join(" ")),
+                expect_passed: Some(b.tests.len() as u64),
+            })
+            .collect()
+    } else {
+        vec![Boot {
+            label: None,
+            kernel_args: opts.kernel_args.clone(),
+            test_args: test_args(opts)?,
+            expect_passed: None,
+        }]
+    };
     let specs: Vec<String> = if opts.kernels.is_empty() {
         kernel::DEFAULT_KERNELS
             .iter()
@@ -147,25 +243,34 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     };
     let mut rows = Vec::new();
     for spec in &specs {
-        let payload = initramfs::Payload {
-            binaries: &binaries,
-            bpf_object: &bpf_object,
-            env: &env,
-            host_tools: &host_tools,
-        };
-        let row = match run_kernel(spec, &cache, &modules, &payload, &nonce, opts) {
-            Ok(row) => row,
-            Err(e) => Row {
-                kernel: spec.clone(),
-                release: "-".into(),
-                verdict: verdict::Verdict::Fail(format!("{e:#}")),
-                tests: "-".into(),
-                prepare: Duration::ZERO,
-                boot: Duration::ZERO,
-                broken_program_rejected: false,
-            },
-        };
-        rows.push(row);
+        for boot in &boots {
+            let mut env = env.clone();
+            env.push(("NODEMESH_VM_TEST_ARGS".to_owned(), boot.test_args.clone()));
+            let payload = initramfs::Payload {
+                binaries: &binaries,
+                bpf_object: &bpf_object,
+                refusal_object: refusal_object.as_deref(),
+                env: &env,
+                host_tools: &host_tools,
+            };
+            let kernel = match boot.label {
+                Some(label) => format!("{spec} [{label}]"),
+                None => spec.clone(),
+            };
+            let row = match run_kernel(spec, &cache, &modules, &payload, &nonce, boot, opts) {
+                Ok(row) => row,
+                Err(e) => Row {
+                    kernel,
+                    release: "-".into(),
+                    verdict: verdict::Verdict::Fail(format!("{e:#}")),
+                    tests: "-".into(),
+                    prepare: Duration::ZERO,
+                    boot: Duration::ZERO,
+                    broken_program_rejected: false,
+                },
+            };
+            rows.push(row);
+        }
     }
 
     print_table(&rows, &out_dir);
@@ -193,13 +298,14 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prepares, boots and judges one kernel.
+/// Prepares, boots and judges one boot of one kernel.
 fn run_kernel(
     spec: &str,
     cache: &std::path::Path,
     modules: &[String],
     payload: &initramfs::Payload<'_>,
     nonce: &str,
+    boot: &Boot,
     opts: &Options,
 ) -> anyhow::Result<Row> {
     let start = Instant::now();
@@ -217,7 +323,23 @@ fn run_kernel(
     );
     eprintln!("kernel {spec} config: {}", features.join(" "));
     let out_dir = qemu::output_dir();
-    let initrd = out_dir.join(format!("{}.initramfs.cpio", kernel.release));
+    // Files of a labelled boot carry its label: `6.1.0-56-cloud-amd64-ipv6.disable=1.log`.
+    let name = match boot.label {
+        Some(label) => format!(
+            "{}-{}",
+            kernel.release,
+            label
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '=' {
+                    c
+                } else {
+                    '-'
+                })
+                .collect::<String>()
+        ),
+        None => kernel.release.clone(),
+    };
+    let initrd = out_dir.join(format!("{name}.initramfs.cpio"));
     let size = initramfs::build(&kernel, modules, payload, &initrd)
         .with_context(|| format!("building the initramfs for {}", kernel.release))?;
     eprintln!(
@@ -227,34 +349,46 @@ fn run_kernel(
     );
     let prepare = start.elapsed();
 
-    let log = out_dir.join(format!("{}.log", kernel.release));
-    let boot = qemu::boot(&qemu::Guest {
+    let log = out_dir.join(format!("{name}.log"));
+    let booted = qemu::boot(&qemu::Guest {
         vmlinuz: &kernel.vmlinuz,
         initrd: &initrd,
         log: &log,
-        label: &kernel.release,
+        label: &name,
         timeout: Duration::from_secs(opts.timeout),
-        kernel_args: &opts.kernel_args,
+        kernel_args: &boot.kernel_args,
     })?;
-    let reading = verdict::read(&boot.serial, nonce, boot.timed_out);
+    let mut reading = verdict::read(&booted.serial, nonce, booted.timed_out);
+    if let Some(expected) = boot.expect_passed
+        && matches!(reading.verdict, verdict::Verdict::Pass)
+        && reading.passed != expected
+    {
+        reading.verdict = verdict::Verdict::Fail(format!(
+            "{} tests passed where {expected} had to run and pass",
+            reading.passed
+        ));
+    }
     if reading.verifier_rejected {
         eprintln!(
             "verifier log from {} (full console in {}):",
             kernel.release,
             log.display()
         );
-        for line in verdict::verifier_excerpt(&boot.serial) {
+        for line in verdict::verifier_excerpt(&booted.serial) {
             eprintln!("    {line}");
         }
     }
     Ok(Row {
-        kernel: spec.to_owned(),
+        kernel: match boot.label {
+            Some(label) => format!("{spec} [{label}]"),
+            None => spec.to_owned(),
+        },
         release: kernel.release.clone(),
         verdict: reading.verdict,
         tests: format!("{} ok, {} failed", reading.passed, reading.failed),
         prepare,
-        boot: boot.elapsed,
-        broken_program_rejected: verdict::rejected_by_name(&boot.serial, BROKEN_PROGRAM),
+        boot: booted.elapsed,
+        broken_program_rejected: verdict::rejected_by_name(&booted.serial, BROKEN_PROGRAM),
     })
 }
 
@@ -286,7 +420,7 @@ fn print_table(rows: &[Row], out_dir: &std::path::Path) {
             r.verdict
         );
     }
-    println!("console logs: {}/<release>.log", out_dir.display());
+    println!("console logs: {}/<release>[-<boot>].log", out_dir.display());
 }
 
 /// The arguments every test binary gets after `--test-threads=1`.

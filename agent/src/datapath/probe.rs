@@ -145,7 +145,7 @@ pub fn probe_kernel() -> KernelReport {
     let sk_msg = prog(
         "sk_msg",
         ProgramType::SkMsg,
-        "without it same-node acceleration is off (kernels before 5.13 need CONFIG_BPF_STREAM_PARSER; later ones have it with CONFIG_BPF_SYSCALL and CONFIG_INET)",
+        "without it same-node acceleration is off (recent kernels have it with CONFIG_BPF_SYSCALL and CONFIG_INET, older ones only with CONFIG_BPF_STREAM_PARSER; a security policy may refuse it)",
         &mut checks,
     );
     let hash = map("hash", MapType::Hash, need, &mut checks);
@@ -161,7 +161,7 @@ pub fn probe_kernel() -> KernelReport {
     let sockhash = map(
         "sockhash",
         MapType::SockHash,
-        "without it same-node acceleration is off (kernels before 5.13 need CONFIG_BPF_STREAM_PARSER)",
+        "without it same-node acceleration is off (recent kernels have it with CONFIG_BPF_SYSCALL and CONFIG_INET, older ones only with CONFIG_BPF_STREAM_PARSER; a security policy may refuse it)",
         &mut checks,
     );
     let ipv6 = ipv6_sockets();

@@ -17,6 +17,9 @@ const TESTS_DIR: &str = "/nodemesh/tests";
 pub const BIN_DIR: &str = "/nodemesh/bin";
 /// Where the guest finds the BPF object (also exported as `NODEMESH_BPF_OBJECT`).
 pub const BPF_OBJECT: &str = "/nodemesh/nodemesh.bpf.o";
+/// Where the guest finds the BPF-LSM refusal object of `--degraded` (also
+/// exported as `NODEMESH_REFUSAL_OBJECT`).
+pub const REFUSAL_OBJECT: &str = "/nodemesh/refusal.bpf.o";
 /// The statically linked busybox that provides the guest's shell and tools.
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -24,8 +27,11 @@ const BUSYBOX: &str = "/bin/busybox";
 pub struct Payload<'a> {
     /// The tests and their helpers.
     pub binaries: &'a TestBinaries,
-    /// The BPF object the tests load.
+    /// The BPF object the tests load; its companion without sockmap, if
+    /// built beside it, goes beside it in the guest too.
     pub bpf_object: &'a Path,
+    /// The object with `refuse_bpf`, for `--degraded`.
+    pub refusal_object: Option<&'a Path>,
     /// Environment variables exported to the tests, in order.
     pub env: &'a [(String, String)],
     /// Host executables copied in with their shared libraries (`ip`, `tc`, ...).
@@ -107,6 +113,17 @@ pub fn build(
         archive.symlink_if_absent(&helper.to_string_lossy(), &in_bin_dir);
     }
     archive.file(BPF_OBJECT, payload.bpf_object, 0o644);
+    let companion = payload
+        .bpf_object
+        .with_file_name(crate::build_ebpf::OBJECT_WITHOUT_SOCKMAP);
+    if companion.exists() {
+        let in_guest =
+            Path::new(BPF_OBJECT).with_file_name(crate::build_ebpf::OBJECT_WITHOUT_SOCKMAP);
+        archive.file(&in_guest.to_string_lossy(), &companion, 0o644);
+    }
+    if let Some(refusal) = payload.refusal_object {
+        archive.file(REFUSAL_OBJECT, refusal, 0o644);
+    }
 
     let mut env = String::new();
     for (key, value) in payload.env {

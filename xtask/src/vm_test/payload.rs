@@ -28,9 +28,15 @@ pub struct TestBinaries {
 /// tests above them are user space and run on the host only.
 pub const KERNEL_TESTS: &[&str] = &["datapath", "agent", "vm_smoke"];
 
-/// Builds the tests as static musl binaries and returns what cargo produced.
-/// Debug info is left out: the binaries go into a RAM-backed initramfs.
-pub fn build_tests() -> anyhow::Result<TestBinaries> {
+/// The test target of `cargo xtask vm-test --degraded`: the agent on kernels
+/// missing a feature. Its tests are `#[ignore]`d on the host (they install a
+/// system-wide LSM policy, or need a kernel booted without IPv6).
+pub const DEGRADED_TESTS: &[&str] = &["degraded"];
+
+/// Builds the test targets `targets` as static musl binaries, with the
+/// crate's helpers and the agent, and returns what cargo produced. Debug info
+/// is left out: the binaries go into a RAM-backed initramfs.
+pub fn build_tests(targets: &[&str]) -> anyhow::Result<TestBinaries> {
     let root = cmd::workspace_root();
     let manifest = root.join("tests").join("Cargo.toml");
     let mut build = Command::new("cargo");
@@ -43,7 +49,7 @@ pub fn build_tests() -> anyhow::Result<TestBinaries> {
             "--no-run",
             "--message-format=json-render-diagnostics",
         ])
-        .args(KERNEL_TESTS.iter().flat_map(|t| ["--test", t]))
+        .args(targets.iter().flat_map(|t| ["--test", t]))
         .args(["--bins", "--target"])
         .arg(MUSL_TARGET)
         .env("CARGO_PROFILE_DEV_DEBUG", "0")
