@@ -34,6 +34,11 @@ impl KernelRefusal {
             Ok("1"),
             "refuse_bpf is a system-wide LSM program: it is installed only inside a kernel-matrix guest (`cargo xtask vm-test --degraded`)"
         );
+        let active = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+        assert!(
+            active.split(',').any(|lsm| lsm.trim() == "bpf"),
+            "the BPF LSM is not active in this kernel (active: {active:?}): boot it with `bpf` in lsm="
+        );
         let object = std::env::var_os(OBJECT_ENV).unwrap_or_else(|| {
             panic!("{OBJECT_ENV} is not set: run through `cargo xtask vm-test --degraded`")
         });

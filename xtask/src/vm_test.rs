@@ -94,12 +94,12 @@ struct DegradedBoot {
 }
 
 /// The boots of `--degraded`. The BPF-LSM policy is installed by the tests
-/// themselves (`nodemesh_tests::refusal`); the guest kernels' default `lsm=`
-/// includes `bpf`.
+/// themselves (`nodemesh_tests::refusal`); `lsm=` makes the BPF LSM active,
+/// which Debian's 5.10 builds but leaves out of its default list.
 const DEGRADED_BOOTS: &[DegradedBoot] = &[
     DegradedBoot {
         label: "refusing sockmap, then sock_ops",
-        kernel_args: &[],
+        kernel_args: &["lsm=lockdown,yama,bpf"],
         tests: &[
             "without_sockmap_the_agent_meshes_without_same_node_acceleration",
             "without_sock_ops_the_agent_translates_and_enforces_policy_but_refuses_the_mesh",

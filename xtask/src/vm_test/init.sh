@@ -20,6 +20,7 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 mkdir -p /run/netns
 # Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
 ulimit -l unlimited
