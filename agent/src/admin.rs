@@ -139,6 +139,7 @@ fn debug_json(dp: &Datapath) -> anyhow::Result<String> {
         "cgroup": dp.cgroup(),
         "features": dp.features(),
         "degraded": dp.degraded(),
+        "programs": dp.programs(),
         "kernel": dp.kernel_report(),
         "stats": stats,
         "flows": flows,

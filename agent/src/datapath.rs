@@ -21,4 +21,4 @@ pub use logs::forward_kernel_logs;
 pub use maps::{BackendSpec, ServiceSpec};
 pub use object::ObjectSource;
 pub use probe::{Check, Features, KernelReport, probe_kernel};
-pub use program::{Datapath, DatapathOptions, RedirectTarget};
+pub use program::{Datapath, DatapathOptions, LoadedProgram, RedirectTarget};

@@ -578,7 +578,7 @@ fn nothing_is_left_behind_when_a_test_fails() {
         names.push(cluster.pod(1, s).netns.name().to_string());
         cgroup_dir = Some(cluster.cgroup.path().to_path_buf());
         let dp = load(&options(&cluster, 0, true, true));
-        ids = dp.program_ids().to_vec();
+        ids = dp.program_ids();
         assert!(!ids.is_empty());
         let _server = serve(&cluster, 1, s, 8080, "echo");
         panic!("deliberate failure with a cluster, a datapath and a pod process alive");

@@ -75,6 +75,15 @@ impl Default for DatapathOptions {
     }
 }
 
+/// A kernel program a [`Datapath`] loaded.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadedProgram {
+    /// Its name in the object (`connect4`, `track_socket`, ...).
+    pub name: String,
+    /// Its kernel id.
+    pub id: u32,
+}
+
 /// The loaded and attached kernel programs. Dropping it detaches them.
 pub struct Datapath {
     maps: Mutex<Maps>,
@@ -83,7 +92,7 @@ pub struct Datapath {
     report: KernelReport,
     cgroup: PathBuf,
     config: DatapathConfig,
-    program_ids: Vec<u32>,
+    programs: Vec<LoadedProgram>,
     degraded: Vec<String>,
     // Declared last: programs (and their links) are detached after the map
     // handles are closed.
@@ -230,9 +239,14 @@ impl Datapath {
             degraded.push(format!("sk_msg: {error}"));
             features.sockmap = false;
         }
-        let program_ids = ebpf
+        let programs = ebpf
             .programs()
-            .filter_map(|(_, p)| p.info().ok().map(|i| i.id()))
+            .filter_map(|(name, p)| {
+                p.info().ok().map(|i| LoadedProgram {
+                    name: name.to_owned(),
+                    id: i.id(),
+                })
+            })
             .collect();
         tracing::info!(
             cgroup = %cgroup.display(),
@@ -248,7 +262,7 @@ impl Datapath {
             report,
             cgroup,
             config,
-            program_ids,
+            programs,
             degraded,
             _ebpf: ebpf,
         })
@@ -279,8 +293,14 @@ impl Datapath {
     }
 
     /// Kernel ids of the loaded programs (they disappear when this is dropped).
-    pub fn program_ids(&self) -> &[u32] {
-        &self.program_ids
+    pub fn program_ids(&self) -> Vec<u32> {
+        self.programs.iter().map(|p| p.id).collect()
+    }
+
+    /// The loaded programs, by name and kernel id: what `bpftool prog show
+    /// id <id>` and the kernel's run-time statistics are looked up by.
+    pub fn programs(&self) -> &[LoadedProgram] {
+        &self.programs
     }
 
     /// The node settings written to the kernel.

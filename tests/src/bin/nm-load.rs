@@ -508,6 +508,7 @@ mod orchestrate {
     use anyhow::{Context as _, bail};
     use hdrhistogram::Histogram;
     use nodemesh_tests::agent::{AgentProcess, ca_init};
+    use nodemesh_tests::mesh::{TempDir, mesh_args};
     use nodemesh_tests::{Cluster, Pod, PodProcess, pod::run_json};
     use serde_json::{Value, json};
 
@@ -563,22 +564,6 @@ mod orchestrate {
     ];
 
     /// A scratch directory removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> anyhow::Result<Self> {
-            let p = std::env::temp_dir().join(nodemesh_tests::unique("nodemesh-bench-"));
-            std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
-            Ok(TempDir(p))
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     /// Runs `f` with the calling thread pinned to `cpu`, then restores the
     /// previous mask. Children spawned inside inherit the pin.
     fn on_cpu<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
@@ -693,6 +678,22 @@ status:
             self.pids().into_iter().map(rss_kib).collect()
         }
 
+        /// The kernel ids and names of the programs the agents loaded.
+        fn programs(&self) -> BTreeMap<u32, String> {
+            let mut out = BTreeMap::new();
+            for agent in &self.procs {
+                let response = agent.get("/debug/datapath").unwrap_or_default();
+                let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+                let doc: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+                for p in doc["programs"].as_array().into_iter().flatten() {
+                    if let (Some(id), Some(name)) = (p["id"].as_u64(), p["name"].as_str()) {
+                        out.insert(id as u32, name.to_owned());
+                    }
+                }
+            }
+            out
+        }
+
         /// SIGTERM (the agent detaches its programs), then wait for the exit.
         fn stop(self) {
             for pid in self.pids() {
@@ -706,6 +707,54 @@ status:
                 std::thread::sleep(Duration::from_millis(20));
             }
             drop(self.procs);
+        }
+    }
+
+    /// Run time of the agents' kernel programs over one workload: the
+    /// kernel's BPF run-time statistics are on while this lives.
+    struct KernelStats {
+        _enabled: std::os::fd::OwnedFd,
+        programs: BTreeMap<u32, String>,
+        before: BTreeMap<u32, (u64, u64)>,
+    }
+
+    impl KernelStats {
+        fn start(agents: &Agents) -> anyhow::Result<Self> {
+            let enabled = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .context("enabling BPF run-time statistics")?;
+            let programs = agents.programs();
+            let before = Self::read(&programs);
+            Ok(KernelStats {
+                _enabled: enabled,
+                programs,
+                before,
+            })
+        }
+
+        /// (run time in ns, runs) of each program in `programs`.
+        fn read(programs: &BTreeMap<u32, String>) -> BTreeMap<u32, (u64, u64)> {
+            aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .filter(|p| programs.contains_key(&p.id()))
+                .map(|p| (p.id(), (p.run_time().as_nanos() as u64, p.run_count())))
+                .collect()
+        }
+
+        /// Run time and runs since `start`, summed per program name over the agents.
+        fn finish(self) -> Value {
+            let after = Self::read(&self.programs);
+            let mut by_name: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+            for (id, (ns, runs)) in &after {
+                let (ns0, runs0) = self.before.get(id).copied().unwrap_or_default();
+                let entry = by_name.entry(&self.programs[id]).or_default();
+                entry.0 += ns.saturating_sub(ns0);
+                entry.1 += runs.saturating_sub(runs0);
+            }
+            by_name
+                .into_iter()
+                .map(|(name, (ns, runs))| (name.to_owned(), json!({"run_ns": ns, "runs": runs})))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
         }
     }
 
@@ -731,9 +780,9 @@ status:
             cluster.pod(0, 0).netns.sh(sysctl);
             cluster.nodes[0].netns.sh(sysctl);
             cluster.nodes[1].netns.sh(sysctl);
-            let ca = TempDir::new()?;
+            let ca = TempDir::new();
             ca_init(&ca.0.join("ca"));
-            let config = TempDir::new()?;
+            let config = TempDir::new();
             std::fs::write(config.0.join("cluster.yaml"), cluster_yaml(&cluster))
                 .context("writing cluster.yaml")?;
             let servers = [(0, 1), (1, 0)]
@@ -766,17 +815,12 @@ status:
                         self.config.0.to_str().expect("utf-8 path"),
                         "--node-name",
                         &format!("node-{}", i + 1),
-                        "--redirect-addr",
-                        &n.bridge_ip.to_string(),
-                        "--node-addr",
-                        &n.link_ip.to_string(),
-                        "--ca-dir",
-                        self.ca.0.join("ca").to_str().expect("utf-8 path"),
                         "--log",
                         "warn",
                     ]
                     .map(String::from)
                     .to_vec();
+                    args.extend(mesh_args(n, &self.ca.0.join("ca")));
                     if sockmap {
                         args.push("--sockmap".into());
                     }
@@ -860,6 +904,7 @@ status:
             out.insert(name.into(), v);
         }
         let cpu0 = agents.map(Agents::cpu);
+        let kernel = agents.map(KernelStats::start).transpose()?;
         let http = b.client(
             vec![
                 s("http"),
@@ -876,6 +921,9 @@ status:
             let after = a.cpu();
             let deltas: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
             http["agent_cpu_s"] = json!(deltas);
+        }
+        if let Some(k) = kernel {
+            http["kernel_programs"] = k.finish();
         }
         out.insert("http_1kib".into(), http);
         for (name, streams) in [("bulk_1", 1u64), ("bulk_4", 4)] {

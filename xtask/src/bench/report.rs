@@ -202,6 +202,63 @@ fn resources_table(out: &mut String, raw: &Value) {
     );
 }
 
+/// Run time of the agents' kernel programs during the HTTP run of each mesh
+/// scenario, from the kernel's BPF statistics (`BPF_ENABLE_STATS`).
+fn kernel_table(out: &mut String, raw: &Value) {
+    let _ = writeln!(
+        out,
+        "\n### Kernel programs (HTTP/1.1 1 KiB run, both agents' programs)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | program | runs per request | ns per run | kernel CPU s per 1,000 req |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|");
+    for (id, _) in scenarios(raw) {
+        let rounds = raw["results"][&id]["http_1kib"]["kernel_programs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if rounds.is_empty() {
+            continue;
+        }
+        let ok: f64 = raw["results"][&id]["http_1kib"]["ok"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .sum();
+        let mut totals: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+        for round in &rounds {
+            for (name, v) in round.as_object().into_iter().flatten() {
+                let t = totals.entry(name.clone()).or_default();
+                t.0 += v["run_ns"].as_f64().unwrap_or(0.0);
+                t.1 += v["runs"].as_f64().unwrap_or(0.0);
+            }
+        }
+        let all_ns: f64 = totals.values().map(|t| t.0).sum();
+        for (name, (ns, runs)) in totals
+            .iter()
+            .chain([(&"all".to_owned(), &(all_ns, f64::NAN))])
+        {
+            let per_req = (ok > 0.0 && runs.is_finite()).then(|| runs / ok);
+            let per_run = (*runs > 0.0).then(|| ns / runs);
+            let cpu = (ok > 0.0).then(|| ns / 1e9 / ok * 1000.0);
+            let _ = writeln!(
+                out,
+                "| {id} | {name} | {} | {} | {} |",
+                num(per_req, 1),
+                num(per_run, 0),
+                num(cpu, 4)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nThe kernel counts each program's run time only while statistics are enabled, which the bench does for the HTTP run alone (each run then also pays for two clock reads). This CPU is spent in the applications' and the agents' system calls and softirqs, on top of the agents' own CPU above."
+    );
+}
+
 /// Renders the report; returns it with the evaluated targets.
 pub fn render(raw: &Value, machine: &Value, command: &str) -> (String, Value) {
     let mut out = String::new();
@@ -242,6 +299,7 @@ pub fn render(raw: &Value, machine: &Value, command: &str) -> (String, Value) {
     latency_table(&mut out, raw);
     throughput_table(&mut out, raw);
     resources_table(&mut out, raw);
+    kernel_table(&mut out, raw);
     let (table, evaluated) = targets::evaluate(raw);
     let _ = writeln!(out, "\n### Targets (reported, not asserted)\n");
     out.push_str(&table);
