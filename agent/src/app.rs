@@ -176,12 +176,20 @@ async fn start_source(
         let client = kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API (in-cluster credentials or KUBECONFIG)")?;
-        let mut config = KubeSourceConfig::new(&args.node_name);
-        config.cgroup_root = Cgroup2::detect().ok().map(|c| c.mount);
-        let (rx, _task) = KubeSource::start(client, config, index);
+        let (rx, _task) = KubeSource::start(client, kube_config(args), index);
         return Ok(Some(rx));
     }
     Ok(None)
+}
+
+/// What kube mode watches. With the mesh on, the Pods of every node: the
+/// agent must know each remote endpoint's identity and node to open the
+/// tunnel, and EndpointSlices carry neither.
+fn kube_config(args: &AgentArgs) -> KubeSourceConfig {
+    let mut config = KubeSourceConfig::new(&args.node_name);
+    config.cgroup_root = Cgroup2::detect().ok().map(|c| c.mount);
+    config.watch_all_pods = args.redirect_addr.is_some();
+    config
 }
 
 /// Applies every new desired state to the kernel maps and the mesh.
@@ -207,5 +215,39 @@ async fn follow(
         if states.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::kube_config;
+    use crate::cli::{Cli, Command};
+
+    fn agent(argv: &[&str]) -> crate::cli::AgentArgs {
+        let cli = Cli::try_parse_from(["nodemesh", "agent"].iter().chain(argv)).unwrap();
+        match cli.command {
+            Command::Agent(args) => args,
+            other => panic!("not the agent command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kube_mode_with_the_mesh_watches_every_nodes_pods() {
+        let l4 = agent(&["--kube", "--node-name", "n1"]);
+        assert!(!kube_config(&l4).watch_all_pods);
+        let meshed = agent(&[
+            "--kube",
+            "--node-name",
+            "n1",
+            "--redirect-addr",
+            "10.0.0.1",
+            "--node-addr",
+            "192.168.0.1",
+        ]);
+        let config = kube_config(&meshed);
+        assert!(config.watch_all_pods);
+        assert_eq!(config.node_name, "n1");
     }
 }

@@ -41,7 +41,7 @@ pub use rbac::policy_rules;
 /// What Kubernetes mode needs besides a client.
 #[derive(Clone, Debug)]
 pub struct KubeSourceConfig {
-    /// This node's name: only its Pods are watched.
+    /// This node's name: only its Pods are watched unless `watch_all_pods`.
     pub node_name: String,
     /// The cgroup2 mount: when set, Pods of this node without a
     /// `nodemesh.io/cgroup` annotation get their kubelet pod cgroup.
@@ -53,9 +53,10 @@ pub struct KubeSourceConfig {
     /// are applied together.
     pub min_publish_interval: Duration,
     /// Watch the Pods of every node instead of this node's only. The index
-    /// then knows the identity and mesh membership of remote Pods (without
-    /// it, remote endpoints carry their Service's identity number), at the
-    /// cost of every agent watching every Pod.
+    /// then knows the identity, node and mesh membership of remote Pods
+    /// (without it, remote endpoints carry their Service's identity number
+    /// and no node, which is enough for Service translation and policy but
+    /// not for the mesh), at the cost of every agent watching every Pod.
     pub watch_all_pods: bool,
 }
 
