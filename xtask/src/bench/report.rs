@@ -211,7 +211,7 @@ fn kernel_table(out: &mut String, raw: &Value) {
     );
     let _ = writeln!(
         out,
-        "| scenario | program | runs per request | ns per run | kernel CPU s per 1,000 req |"
+        "| scenario | program | runs per request | ns per run | kernel CPU per request (µs) |"
     );
     let _ = writeln!(out, "|---|---|---:|---:|---:|");
     for (id, _) in scenarios(raw) {
@@ -237,21 +237,23 @@ fn kernel_table(out: &mut String, raw: &Value) {
             }
         }
         let all_ns: f64 = totals.values().map(|t| t.0).sum();
-        for (name, (ns, runs)) in totals
-            .iter()
-            .chain([(&"all".to_owned(), &(all_ns, f64::NAN))])
-        {
-            let per_req = (ok > 0.0 && runs.is_finite()).then(|| runs / ok);
-            let per_run = (*runs > 0.0).then(|| ns / runs);
-            let cpu = (ok > 0.0).then(|| ns / 1e9 / ok * 1000.0);
+        for (name, (ns, runs)) in &totals {
+            if *runs == 0.0 {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "| {id} | {name} | {} | {} | {} |",
-                num(per_req, 1),
-                num(per_run, 0),
-                num(cpu, 4)
+                num((ok > 0.0).then(|| runs / ok), 2),
+                num(Some(ns / runs), 0),
+                num((ok > 0.0).then(|| ns / ok / 1000.0), 2)
             );
         }
+        let _ = writeln!(
+            out,
+            "| {id} | all | | | {} |",
+            num((ok > 0.0).then(|| all_ns / ok / 1000.0), 2)
+        );
     }
     let _ = writeln!(
         out,
