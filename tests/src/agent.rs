@@ -24,6 +24,11 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts the agent with `args` (after `agent`) and waits until `/ready`.
     pub fn start(node: &Node, args: &[&str]) -> Self {
+        Self::start_with_env(node, args, &[])
+    }
+
+    /// [`AgentProcess::start`] with extra environment variables.
+    pub fn start_with_env(node: &Node, args: &[&str], env: &[(&str, &str)]) -> Self {
         let procs = OpenOptions::new()
             .write(true)
             .open(node.agent_cgroup.join("cgroup.procs"))
@@ -41,6 +46,7 @@ impl AgentProcess {
             "NODEMESH_LOG",
             std::env::var("NODEMESH_LOG").unwrap_or_else(|_| "info".into()),
         );
+        cmd.envs(env.iter().copied());
         // SAFETY: only system calls on descriptors opened before fork.
         unsafe {
             cmd.pre_exec(move || {

@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod capture;
 pub mod cgroup;
+pub mod kube_api;
 pub mod mesh;
 pub mod netns;
 pub mod pod;

@@ -122,6 +122,10 @@ pub struct TwoNodes {
     /// One agent per node, in node order.
     pub agents: Vec<AgentProcess>,
     _server: PodProcess,
+    /// The API server of [`Layout::kube`] (stopped after the agents).
+    _api: Option<crate::kube_api::Served>,
+    /// The objects and requests of that API server.
+    pub kube_api: Option<crate::kube_api::ApiServer>,
     /// The directory the agents read the cluster's objects from.
     pub config: TempDir,
     /// The directory holding the mesh CA (`ca/`).
@@ -144,6 +148,9 @@ pub struct Layout {
     /// Agents without the mesh (no `--redirect-addr`, `--node-addr`,
     /// `--ca-dir`): Service translation and policy only.
     pub no_mesh: bool,
+    /// Agents in Kubernetes mode (`--kube`), reading the same objects from
+    /// an in-test API server in node 1's namespace, instead of file mode.
+    pub kube: bool,
 }
 
 impl TwoNodes {
@@ -225,7 +232,21 @@ impl TwoNodes {
                 .replace("namespace: demo", "namespace: plain"),
             );
         }
-        std::fs::write(config.0.join("cluster.yaml"), yaml).unwrap();
+        let kube_api = layout.kube.then(crate::kube_api::ApiServer::new);
+        let api = kube_api.clone().map(|api| {
+            api.put_yaml(&yaml);
+            let served = api.serve_in(
+                cluster.nodes[0].netns.file(),
+                cluster.nodes[0].link_ip.into(),
+            );
+            std::fs::write(config.0.join("kubeconfig"), served.kubeconfig()).unwrap();
+            served
+        });
+        if !layout.kube {
+            std::fs::write(config.0.join("cluster.yaml"), yaml).unwrap();
+        }
+        let kubeconfig = config.0.join("kubeconfig");
+        let kubeconfig = kubeconfig.to_str().unwrap();
         let server = PodProcess::start_server(cluster.pod(server_node, s).command(&[
             "serve",
             &format!("{}:8080", cluster.pod(server_node, s).ip),
@@ -236,20 +257,22 @@ impl TwoNodes {
                 let n = &cluster.nodes[i];
                 let mut args: Vec<String> =
                     layout.agent_args.iter().map(|a| a.to_string()).collect();
-                args.extend(
-                    [
-                        "--config",
-                        config.0.to_str().unwrap(),
-                        "--node-name",
-                        &format!("node-{}", i + 1),
-                    ]
-                    .map(String::from),
-                );
+                let source = if layout.kube { "--kube" } else { "--config" };
+                args.push(source.into());
+                if !layout.kube {
+                    args.push(config.0.to_string_lossy().into_owned());
+                }
+                args.extend(["--node-name".into(), format!("node-{}", i + 1)]);
                 if !layout.no_mesh {
                     args.extend(mesh_args(n, &ca.0.join("ca")));
                 }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                AgentProcess::start(n, &args)
+                let env: &[(&str, &str)] = if layout.kube {
+                    &[("KUBECONFIG", kubeconfig)]
+                } else {
+                    &[]
+                };
+                AgentProcess::start_with_env(n, &args, env)
             })
             .collect::<Vec<_>>();
         for a in &agents {
@@ -260,6 +283,8 @@ impl TwoNodes {
         TwoNodes {
             agents,
             _server: server,
+            _api: api,
+            kube_api,
             config,
             ca,
             cluster,
@@ -269,6 +294,30 @@ impl TwoNodes {
     /// Runs `nm-pod args` in pod `pod` of node 1 and returns its JSON report.
     pub fn client(&self, pod: usize, args: &[&str]) -> Value {
         run_json(self.cluster.pod(0, pod).command(args), TIMEOUT)
+    }
+
+    /// Runs the marker client from node 1's client pod to the Service and
+    /// returns its report, asserting while the connection is live that
+    /// agent `agent` serves it between the client's and the server's
+    /// identities, with `detail` (e.g. `TLSv1_3`) in its listing.
+    pub fn meshed_request(&self, agent: usize, detail: &str) -> Value {
+        std::thread::scope(|s| {
+            let client = s.spawn(|| {
+                self.client(
+                    0,
+                    &["marker-client", &format!("{VIP}:80"), MARKER, "200", "1500"],
+                )
+            });
+            let live = self.agents[agent].wait_for("/debug/connections", TIMEOUT, |b| {
+                b.contains("spiffe://cluster.local/ns/demo/sa/client")
+            });
+            assert!(
+                live.contains("spiffe://cluster.local/ns/demo/sa/server"),
+                "{live}"
+            );
+            assert!(live.contains(detail), "{live}");
+            client.join().unwrap()
+        })
     }
 }
 

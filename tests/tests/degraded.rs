@@ -23,7 +23,7 @@ use aya::maps::MapType;
 use aya::programs::ProgramType;
 use aya::sys::{is_map_supported, is_program_supported};
 use nodemesh_tests::agent::AgentProcess;
-use nodemesh_tests::mesh::{Layout, MARKER, TIMEOUT, TwoNodes, VIP, mesh_args, write_policy};
+use nodemesh_tests::mesh::{Layout, TIMEOUT, TwoNodes, VIP, mesh_args, write_policy};
 use nodemesh_tests::refusal::{KernelRefusal, REFUSE_SOCK_OPS, REFUSE_SOCKMAP};
 use nodemesh_tests::{nodemesh_binary, pod};
 use serde_json::Value;
@@ -68,28 +68,6 @@ fn loaded(name: &str) -> usize {
         .count()
 }
 
-/// Runs the marker client from node 1's client pod while asserting, as the
-/// connection is live, that `agent` serves it between the two identities.
-fn meshed_request(t: &TwoNodes, agent: usize, direction: &str) -> Value {
-    std::thread::scope(|s| {
-        let client = s.spawn(|| {
-            t.client(
-                0,
-                &["marker-client", &format!("{VIP}:80"), MARKER, "200", "1500"],
-            )
-        });
-        let live = t.agents[agent].wait_for("/debug/connections", TIMEOUT, |b| {
-            b.contains("spiffe://cluster.local/ns/demo/sa/client")
-        });
-        assert!(
-            live.contains("spiffe://cluster.local/ns/demo/sa/server"),
-            "{live}"
-        );
-        assert!(live.contains(direction), "{live}");
-        client.join().unwrap()
-    })
-}
-
 #[test]
 #[ignore = "installs a system-wide BPF-LSM policy: runs only in a kernel-matrix guest (cargo xtask vm-test --degraded)"]
 fn without_sockmap_the_agent_meshes_without_same_node_acceleration() {
@@ -112,7 +90,7 @@ fn without_sockmap_the_agent_meshes_without_same_node_acceleration() {
     assert_eq!(loaded("redirect_msg"), 0, "no sk_msg program was loaded");
 
     // Same-node meshed traffic still flows, through the agent.
-    let out = meshed_request(&t, 0, "\"direction\": \"local\"");
+    let out = t.meshed_request(0, "\"direction\": \"local\"");
     assert_eq!(out["ok"], true, "{out}");
 
     let datapath = json(&t.agents[0], "/debug/datapath");
@@ -261,7 +239,7 @@ fn without_ipv6_the_agent_meshes_over_ipv4() {
     assert_eq!(loaded("connect4"), 2, "one connect4 per agent");
 
     // Cross-node traffic is mTLS over IPv4.
-    let out = meshed_request(&t, 1, "TLSv1_3");
+    let out = t.meshed_request(1, "TLSv1_3");
     assert_eq!(out["ok"], true, "{out}");
 
     let report = check(&t);
