@@ -99,26 +99,14 @@ pub fn client_config(
     source: &SpiffeId,
     destination: &SpiffeId,
 ) -> Result<Arc<ClientConfig>, Error> {
-    let provider = provider();
-    let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|source| Error::Config {
-            side: "client",
-            source,
-        })?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier::SpiffeServerVerifier::new(
-            manager.clone(),
-            destination.clone(),
-            provider,
-        )))
-        .with_client_cert_resolver(Arc::new(resolver::ClientCertResolver::new(
+    client_config_presenting(
+        manager,
+        destination,
+        Arc::new(resolver::ClientCertResolver::new(
             manager.clone(),
             source.clone(),
-        )));
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    config.resumption = Resumption::disabled();
-    Ok(Arc::new(config))
+        )),
+    )
 }
 
 /// Client config presenting exactly `cert` rather than the current
@@ -127,6 +115,20 @@ pub fn client_config_with_cert(
     manager: &CertManager,
     cert: &crate::identity::WorkloadCert,
     destination: &SpiffeId,
+) -> Result<Arc<ClientConfig>, Error> {
+    client_config_presenting(
+        manager,
+        destination,
+        Arc::new(resolver::FixedClientCert::new(cert)),
+    )
+}
+
+/// TLS 1.3 with ALPN `h2`, no resumption, a server proving `destination`,
+/// and the client certificate `certificate` resolves.
+fn client_config_presenting(
+    manager: &CertManager,
+    destination: &SpiffeId,
+    certificate: Arc<dyn rustls::client::ResolvesClientCert>,
 ) -> Result<Arc<ClientConfig>, Error> {
     let provider = provider();
     let mut config = ClientConfig::builder_with_provider(provider.clone())
@@ -141,7 +143,7 @@ pub fn client_config_with_cert(
             destination.clone(),
             provider,
         )))
-        .with_client_cert_resolver(Arc::new(resolver::FixedClientCert::new(cert)));
+        .with_client_cert_resolver(certificate);
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
