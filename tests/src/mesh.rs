@@ -42,17 +42,26 @@ impl Drop for TempDir {
     }
 }
 
-struct PodSpec<'a> {
-    name: &'a str,
-    sa: &'a str,
-    app: &'a str,
-    ip: String,
-    host_ip: String,
-    node: &'a str,
-    cgroup: String,
+/// A Pod of namespace `demo` as file and Kubernetes modes read it.
+pub struct PodSpec<'a> {
+    /// `metadata.name`.
+    pub name: &'a str,
+    /// `spec.serviceAccountName`: the identity.
+    pub sa: &'a str,
+    /// The `app` label.
+    pub app: &'a str,
+    /// `status.podIP`.
+    pub ip: String,
+    /// `status.hostIP`: the node's address.
+    pub host_ip: String,
+    /// `spec.nodeName`.
+    pub node: &'a str,
+    /// The `nodemesh.io/cgroup` annotation, relative to the cgroup2 mount.
+    pub cgroup: String,
 }
 
-fn pod_yaml(p: &PodSpec<'_>) -> String {
+/// The Pod's YAML document.
+pub fn pod_yaml(p: &PodSpec<'_>) -> String {
     format!(
         "---
 apiVersion: v1

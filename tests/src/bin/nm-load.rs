@@ -508,7 +508,7 @@ mod orchestrate {
     use anyhow::{Context as _, bail};
     use hdrhistogram::Histogram;
     use nodemesh_tests::agent::{AgentProcess, ca_init};
-    use nodemesh_tests::mesh::{TempDir, mesh_args};
+    use nodemesh_tests::mesh::{PodSpec, TempDir, mesh_args, pod_yaml};
     use nodemesh_tests::{Cluster, Pod, PodProcess, pod::run_json};
     use serde_json::{Value, json};
 
@@ -595,31 +595,16 @@ mod orchestrate {
         );
         for (n, node) in cluster.nodes.iter().enumerate() {
             for p in &node.pods {
-                y.push_str(&format!(
-                    "---
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: demo
-  labels: {{app: {name}}}
-  annotations: {{nodemesh.io/cgroup: {cgroup}}}
-spec:
-  nodeName: node-{node}
-  serviceAccountName: {name}
-  containers: [{{name: app, image: example.invalid/app}}]
-status:
-  phase: Running
-  hostIP: {host}
-  podIP: {ip}
-  podIPs: [{{ip: {ip}}}]
-",
-                    name = p.name,
-                    cgroup = nodemesh_tests::rel_cgroup(&p.cgroup),
-                    node = n + 1,
-                    host = node.link_ip,
-                    ip = p.ip,
-                ));
+                let node_name = format!("node-{}", n + 1);
+                y.push_str(&pod_yaml(&PodSpec {
+                    name: &p.name,
+                    sa: &p.name,
+                    app: &p.name,
+                    ip: p.ip.to_string(),
+                    host_ip: node.link_ip.to_string(),
+                    node: &node_name,
+                    cgroup: nodemesh_tests::rel_cgroup(&p.cgroup),
+                }));
             }
         }
         y
