@@ -28,7 +28,7 @@ use crate::reconcile::Reconciler;
 /// Runs the agent until it is told to stop.
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(usize::from(args.worker_threads))
         .enable_all()
         .thread_name("nodemesh-agent")
         .build()
@@ -231,6 +231,15 @@ mod tests {
             Command::Agent(args) => args,
             other => panic!("not the agent command: {other:?}"),
         }
+    }
+
+    #[test]
+    fn worker_threads_default_to_two_and_refuse_zero() {
+        assert_eq!(agent(&[]).worker_threads, 2);
+        assert_eq!(agent(&["--worker-threads", "4"]).worker_threads, 4);
+        let error = Cli::try_parse_from(["nodemesh", "agent", "--worker-threads", "0"])
+            .expect_err("zero threads is refused");
+        assert!(error.to_string().contains("1..=256"), "{error}");
     }
 
     #[test]

@@ -211,6 +211,15 @@ pub struct AgentArgs {
         default_value_t = 86_400
     )]
     pub cert_lifetime_secs: u64,
+    /// Threads of the agent's async runtime (at least 1): what the mesh's
+    /// proxying, the admin endpoint and the cluster watch share.
+    #[arg(
+        long,
+        env = "NODEMESH_WORKER_THREADS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u16).range(1..=256)
+    )]
+    pub worker_threads: u16,
 }
 
 /// Options of `nodemesh check`.
