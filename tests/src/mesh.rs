@@ -48,8 +48,10 @@ pub struct PodSpec<'a> {
     pub name: &'a str,
     /// `spec.serviceAccountName`: the identity.
     pub sa: &'a str,
-    /// The `app` label.
+    /// The `app` label and container name.
     pub app: &'a str,
+    /// The `version` label, if any.
+    pub version: Option<&'a str>,
     /// `status.podIP`.
     pub ip: String,
     /// `status.hostIP`: the node's address.
@@ -62,6 +64,10 @@ pub struct PodSpec<'a> {
 
 /// The Pod's YAML document.
 pub fn pod_yaml(p: &PodSpec<'_>) -> String {
+    let version = p
+        .version
+        .map(|v| format!(", version: {v}"))
+        .unwrap_or_default();
     format!(
         "---
 apiVersion: v1
@@ -69,12 +75,12 @@ kind: Pod
 metadata:
   name: {name}
   namespace: demo
-  labels: {{app: {app}}}
+  labels: {{app: {app}{version}}}
   annotations: {{nodemesh.io/cgroup: {cgroup}}}
 spec:
   nodeName: {node}
   serviceAccountName: {sa}
-  containers: [{{name: app, image: example.invalid/app}}]
+  containers: [{{name: {app}, image: example.invalid/{app}}}]
 status:
   phase: Running
   hostIP: {host}
@@ -190,6 +196,7 @@ impl TwoNodes {
         let mut yaml = service_yaml(&cluster.pod(server_node, s).ip.to_string());
         let mut pods = vec![
             PodSpec {
+                version: None,
                 name: "client",
                 sa: "client",
                 app: "client",
@@ -199,6 +206,7 @@ impl TwoNodes {
                 cgroup: crate::rel_cgroup(&cluster.pod(0, c).cgroup),
             },
             PodSpec {
+                version: None,
                 name: "server",
                 sa: "server",
                 app: "server",
@@ -210,6 +218,7 @@ impl TwoNodes {
         ];
         if extra_pod_on_node1 {
             pods.push(PodSpec {
+                version: None,
                 name: "other",
                 sa: "other",
                 app: "other",
@@ -230,6 +239,7 @@ impl TwoNodes {
             yaml.push_str("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: plain}\n");
             yaml.push_str(
                 &pod_yaml(&PodSpec {
+                    version: None,
                     name: "plain",
                     sa: "default",
                     app: "plain",

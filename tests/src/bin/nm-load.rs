@@ -597,6 +597,7 @@ mod orchestrate {
             for p in &node.pods {
                 let node_name = format!("node-{}", n + 1);
                 y.push_str(&pod_yaml(&PodSpec {
+                    version: None,
                     name: &p.name,
                     sa: &p.name,
                     app: &p.name,

@@ -2,11 +2,7 @@
 //! topology), the sample app's pods, a mesh CA and one agent per node in
 //! file mode. Everything is owned by guards and removed on drop.
 
-use std::fs::OpenOptions;
-use std::io::Write as _;
-use std::os::fd::{AsRawFd as _, BorrowedFd};
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -144,7 +140,7 @@ impl Demo {
             let role = name.split('-').next().unwrap_or(name);
             let mut all = vec![role.to_string()];
             all.extend(args);
-            let cmd = self.command(name, &all)?;
+            let cmd = self.command(name, &all);
             self.servers.push(PodProcess::start_server(cmd));
         }
         Ok(())
@@ -197,41 +193,14 @@ impl Demo {
     }
 
     /// A command running the app binary with `args` inside pod `name`.
-    pub fn command(&self, name: &str, args: &[String]) -> anyhow::Result<Command> {
+    pub fn command(&self, name: &str, args: &[String]) -> Command {
         let pod = self.pod(name);
-        pod_command(&self.app, &pod.cgroup, pod.netns.file(), args)
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodemesh_tests::pod::command_for(&self.app, &pod.cgroup, pod.netns.file(), &args)
     }
 
     /// The pod names, in layout order.
     pub fn pod_names() -> impl Iterator<Item = &'static str> {
         LAYOUT.iter().map(|l| l.0)
     }
-}
-
-/// Runs `program args` in a pod's cgroup and network namespace (the way
-/// `nodemesh_tests::pod::command` runs `nm-pod`).
-fn pod_command(
-    program: &Path,
-    cgroup: &Path,
-    netns: std::fs::File,
-    args: &[String],
-) -> anyhow::Result<Command> {
-    let procs = OpenOptions::new()
-        .write(true)
-        .open(cgroup.join("cgroup.procs"))
-        .with_context(|| format!("opening {}/cgroup.procs", cgroup.display()))?;
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    // SAFETY: the closure only makes system calls on descriptors opened before fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut f = &procs;
-            f.write_all(b"0")?;
-            let ns = BorrowedFd::borrow_raw(netns.as_raw_fd());
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
-    Ok(cmd)
 }

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
+use nodemesh_tests::mesh::{PodSpec, pod_yaml};
 
 /// The example cluster's files used verbatim.
 const STATIC_FILES: [(&str, &str); 5] = [
@@ -71,42 +72,20 @@ pub fn write(dir: &Path, pods: &[PodConfig]) -> anyhow::Result<()> {
 }
 
 fn pods_yaml(pods: &[PodConfig]) -> String {
-    let mut y = String::new();
-    for p in pods {
-        let version = p
-            .version
-            .map(|v| format!(", version: {v}"))
-            .unwrap_or_default();
-        let _ = write!(
-            y,
-            "---
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: demo
-  labels: {{app: {app}{version}}}
-  annotations: {{nodemesh.io/cgroup: {cgroup}}}
-spec:
-  nodeName: {node}
-  serviceAccountName: {sa}
-  containers: [{{name: {app}, image: example.invalid/bookinfo/{app}:1.0}}]
-status:
-  phase: Running
-  hostIP: {host}
-  podIP: {ip}
-  podIPs: [{{ip: {ip}}}]
-",
-            name = p.name,
-            app = p.app,
-            cgroup = p.cgroup,
-            node = p.node,
-            sa = p.service_account,
-            host = p.host_ip,
-            ip = p.ip,
-        );
-    }
-    y
+    pods.iter()
+        .map(|p| {
+            pod_yaml(&PodSpec {
+                name: p.name,
+                sa: p.service_account,
+                app: p.app,
+                version: p.version,
+                ip: p.ip.clone(),
+                host_ip: p.host_ip.clone(),
+                node: p.node,
+                cgroup: p.cgroup.clone(),
+            })
+        })
+        .collect()
 }
 
 /// A Service's name, port name, port, and which pods back it.

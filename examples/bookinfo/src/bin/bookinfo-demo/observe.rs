@@ -66,7 +66,7 @@ pub fn run(demo: &Demo, requests: usize, concurrency: usize) -> anyhow::Result<O
         concurrency.to_string(),
         RATINGS_VIP.into(),
     ];
-    let mut cmd = demo.command("loadgen", &args)?;
+    let mut cmd = demo.command("loadgen", &args);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().context("starting loadgen")?;
     let pid = child.id();
