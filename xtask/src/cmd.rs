@@ -39,6 +39,18 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `cargo <args>` in the workspace root, streaming its output.
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("cargo")
+        .current_dir(workspace_root())
+        .args(args))
+}
+
+/// Whether this process runs as root (what the privileged commands need).
+pub fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
+}
+
 /// Runs `cmd` and returns its standard output, failing unless it exits with status 0.
 pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd

@@ -41,27 +41,15 @@ extern "C" fn on_signal(sig: libc::c_int) {
 
 /// Builds, then runs the demo and waits for it, passing signals on.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
-    if !is_root() {
+    if !cmd::is_root() {
         bail!(
             "the demo needs root (network namespaces, cgroups, BPF): run `sudo -E cargo xtask demo`"
         );
     }
-    let root = cmd::workspace_root();
     if !opts.no_build {
         build_ebpf::run(&build_ebpf::Options::default())?;
-        cmd::run(Command::new("cargo").current_dir(&root).args([
-            "build",
-            "-p",
-            "nodemesh-agent",
-            "--bin",
-            "nodemesh",
-        ]))?;
-        cmd::run(Command::new("cargo").current_dir(&root).args([
-            "build",
-            "-p",
-            "nodemesh-bookinfo",
-            "--bins",
-        ]))?;
+        cmd::cargo(&["build", "-p", "nodemesh-agent", "--bin", "nodemesh"])?;
+        cmd::cargo(&["build", "-p", "nodemesh-bookinfo", "--bins"])?;
     }
     let bin_dir = cmd::target_dir().join("debug");
     let mut demo = Command::new(bin_dir.join("bookinfo-demo"));
@@ -106,8 +94,4 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         bail!("the demo failed: {status}");
     }
     Ok(())
-}
-
-fn is_root() -> bool {
-    cmd::output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
 }

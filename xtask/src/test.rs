@@ -29,33 +29,22 @@ pub struct Options {
 
 /// Runs the suite, stopping at the first failing step.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
-    let root = cmd::workspace_root();
+    cmd::cargo(&["fmt", "--all", "--", "--check"])?;
     cmd::run(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["fmt", "--all", "--", "--check"]),
+        Command::new("rustfmt")
+            .current_dir(cmd::workspace_root())
+            .args(["--check", "--edition", "2024", "ebpf/programs/src/main.rs"]),
     )?;
-    cmd::run(Command::new("rustfmt").current_dir(&root).args([
-        "--check",
-        "--edition",
-        "2024",
-        "ebpf/programs/src/main.rs",
-    ]))?;
-    cmd::run(Command::new("cargo").current_dir(&root).args([
+    cmd::cargo(&[
         "clippy",
         "--workspace",
         "--all-targets",
         "--",
         "-D",
         "warnings",
-    ]))?;
+    ])?;
     build_ebpf::run(&build_ebpf::Options::default())?;
-    cmd::run(Command::new("cargo").current_dir(&root).args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "nodemesh-tests",
-    ]))?;
+    cmd::cargo(&["test", "--workspace", "--exclude", "nodemesh-tests"])?;
     if opts.unprivileged {
         if std::env::var_os("CI").is_some() {
             bail!("--unprivileged is not allowed in CI: the end-to-end tests must run");
@@ -63,26 +52,18 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         eprintln!("skipping the privileged end-to-end tests (--unprivileged)");
         return Ok(());
     }
-    if !nix_is_root() {
+    if !cmd::is_root() {
         bail!(
             "the end-to-end tests need root (network namespaces, cgroups, BPF): run `sudo -E cargo xtask test`, or pass --unprivileged to skip them locally"
         );
     }
-    cmd::run(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "-p",
-        "nodemesh-agent",
-        "--bin",
-        "nodemesh",
-    ]))?;
-    let mut e2e = Command::new("cargo");
-    e2e.current_dir(&root)
-        .args(["test", "-p", "nodemesh-tests", "--"]);
+    cmd::cargo(&["build", "-p", "nodemesh-agent", "--bin", "nodemesh"])?;
+    let mut e2e = vec!["test", "-p", "nodemesh-tests", "--"];
     if let Some(filter) = &opts.filter {
-        e2e.arg(filter);
+        e2e.push(filter);
     }
-    e2e.args(["--test-threads=1"]);
-    cmd::run(&mut e2e)?;
+    e2e.push("--test-threads=1");
+    cmd::cargo(&e2e)?;
     if opts.no_vm {
         if std::env::var_os("CI").is_some() {
             bail!("--no-vm is not allowed in CI: the kernel matrix must run");
@@ -91,31 +72,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         return Ok(());
     }
     // The same end-to-end tests on the other kernels nodemesh supports, then
-    // proof that the matrix catches a program the verifier refuses.
-    cmd::run(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["xtask", "vm-test"]),
-    )?;
-    cmd::run(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["xtask", "vm-test", "--broken"]),
-    )?;
-    // The agent on the same kernels made to miss a feature.
-    cmd::run(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["xtask", "vm-test", "--degraded"]),
-    )?;
+    // proof that the matrix catches a program the verifier refuses, then the
+    // agent on the same kernels made to miss a feature.
+    cmd::cargo(&["xtask", "vm-test"])?;
+    cmd::cargo(&["xtask", "vm-test", "--broken"])?;
+    cmd::cargo(&["xtask", "vm-test", "--degraded"])?;
     // The quick benchmark: its figures are printed, never asserted.
-    cmd::run(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["xtask", "bench", "--quick"]),
-    )
-}
-
-fn nix_is_root() -> bool {
-    cmd::output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
+    cmd::cargo(&["xtask", "bench", "--quick"])
 }
