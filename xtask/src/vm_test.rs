@@ -125,6 +125,16 @@ struct Boot {
     expect_passed: Option<u64>,
 }
 
+impl Boot {
+    /// The kernel column of this boot's row: `6.1`, or `6.1 [ipv6.disable=1]`.
+    fn row_label(&self, spec: &str) -> String {
+        match self.label {
+            Some(label) => format!("{spec} [{label}]"),
+            None => spec.to_owned(),
+        }
+    }
+}
+
 /// One kernel's row of the result table.
 struct Row {
     /// The kernel as named on the command line (with its boot's label).
@@ -253,14 +263,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 env: &env,
                 host_tools: &host_tools,
             };
-            let kernel = match boot.label {
-                Some(label) => format!("{spec} [{label}]"),
-                None => spec.clone(),
-            };
             let row = match run_kernel(spec, &cache, &modules, &payload, &nonce, boot, opts) {
                 Ok(row) => row,
                 Err(e) => Row {
-                    kernel,
+                    kernel: boot.row_label(spec),
                     release: "-".into(),
                     verdict: verdict::Verdict::Fail(format!("{e:#}")),
                     tests: "-".into(),
@@ -379,10 +385,7 @@ fn run_kernel(
         }
     }
     Ok(Row {
-        kernel: match boot.label {
-            Some(label) => format!("{spec} [{label}]"),
-            None => spec.to_owned(),
-        },
+        kernel: boot.row_label(spec),
         release: kernel.release.clone(),
         verdict: reading.verdict,
         tests: format!("{} ok, {} failed", reading.passed, reading.failed),
