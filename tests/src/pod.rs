@@ -98,24 +98,8 @@ impl Drop for PodProcess {
 
 /// Runs a pod command to completion (bounded by `timeout`) and parses the
 /// JSON it prints on its last line.
-pub fn run_json(mut cmd: Command, timeout: Duration) -> serde_json::Value {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawning nm-pod");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(timeout) {
-        Ok(out) => out.expect("waiting for nm-pod"),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("nm-pod client did not finish within {timeout:?}");
-        }
-    };
+pub fn run_json(cmd: Command, timeout: Duration) -> serde_json::Value {
+    let out = output_within(cmd, timeout);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| {
@@ -125,4 +109,29 @@ pub fn run_json(mut cmd: Command, timeout: Duration) -> serde_json::Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// Runs `cmd` to completion with its output captured; kills it and panics
+/// if it has not exited within `timeout`.
+pub fn output_within(mut cmd: Command, timeout: Duration) -> std::process::Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.unwrap_or_else(|e| panic!("waiting for {program}: {e}")),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("{program} did not finish within {timeout:?}");
+        }
+    }
 }

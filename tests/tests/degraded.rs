@@ -131,31 +131,14 @@ fn agent_with_mesh(t: &TwoNodes) -> Output {
     ];
     args.extend(mesh_args(node, &t.ca.0.join("ca")));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut cmd = pod::command_for(
+    let cmd = pod::command_for(
         &nodemesh_binary(),
         &node.agent_cgroup,
         node.netns.file(),
         &args,
     );
-    let (tx, rx) = std::sync::mpsc::channel();
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawning nodemesh agent");
-    let pid = child.id();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("the agent did not exit within 30 s: it should refuse to start")
-        })
-        .expect("waiting for nodemesh agent")
+    // It refuses to start, so it exits well within this.
+    pod::output_within(cmd, Duration::from_secs(30))
 }
 
 #[test]
