@@ -99,6 +99,14 @@ impl AgentProcess {
         .flatten()
     }
 
+    /// GETs `path` and parses its JSON body (`Null` if the agent did not
+    /// answer or the body is not JSON).
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = self.get(path).unwrap_or_default();
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+    }
+
     /// Polls `path` until `pred` holds, or panics after `timeout`.
     pub fn wait_for(&self, path: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + timeout;

@@ -30,9 +30,9 @@ use serde_json::Value;
 
 /// The JSON body of an admin endpoint.
 fn json(agent: &AgentProcess, path: &str) -> Value {
-    let response = agent.get(path).unwrap_or_default();
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {response}"))
+    let doc = agent.get_json(path);
+    assert!(doc.is_object(), "{path} answered no JSON object");
+    doc
 }
 
 /// The probe named `name` in the agent's kernel report.

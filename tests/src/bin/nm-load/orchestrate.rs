@@ -170,9 +170,7 @@ impl Agents {
     fn programs(&self) -> BTreeMap<u32, String> {
         let mut out = BTreeMap::new();
         for agent in &self.procs {
-            let response = agent.get("/debug/datapath").unwrap_or_default();
-            let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-            let doc: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+            let doc = agent.get_json("/debug/datapath");
             for p in doc["programs"].as_array().into_iter().flatten() {
                 if let (Some(id), Some(name)) = (p["id"].as_u64(), p["name"].as_str()) {
                     out.insert(id as u32, name.to_owned());
