@@ -88,82 +88,79 @@ pub fn probe_kernel() -> KernelReport {
         required: false,
         fix: "a kernel built with CONFIG_DEBUG_INFO_BTF=y (optional today; needed for richer verifier logs)".into(),
     });
-    let denied = std::cell::RefCell::new(Vec::new());
-    // Records one probe; a permission error is noted against its name.
+    const NEED: &str = "required: a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF";
+    let core_denied = std::cell::Cell::new(false);
+    // Records one probe. `lost` says what the agent runs without when the
+    // capability is missing; `None` marks a requirement.
     let record = |name: String,
                   result: Result<bool, &(dyn std::error::Error + 'static)>,
-                  fix: &str,
+                  lost: Option<&str>,
                   checks: &mut Vec<Check>| {
-        let mut fix = fix.to_owned();
+        let required = lost.is_none();
+        let mut fix = lost.unwrap_or(NEED).to_owned();
         let ok = result.unwrap_or_else(|e| {
             if super::error::is_permission(e) {
                 fix =
                     format!("refused with EPERM (a security policy, or missing privileges); {fix}");
-                denied.borrow_mut().push(name.clone());
+                core_denied.set(core_denied.get() || required);
             }
             false
         });
         checks.push(Check {
             name,
             ok,
-            required: false,
+            required,
             fix,
         });
         ok
     };
-    let prog = |name: &str, ty: ProgramType, fix: &str, checks: &mut Vec<Check>| {
+    let prog = |name: &str, ty: ProgramType, lost: Option<&str>, checks: &mut Vec<Check>| {
         let r = is_program_supported(ty);
         record(
             format!("program type {name}"),
             r.as_ref().map(|b| *b).map_err(|e| e as _),
-            fix,
+            lost,
             checks,
         )
     };
-    let map = |name: &str, ty: MapType, fix: &str, checks: &mut Vec<Check>| {
+    let map = |name: &str, ty: MapType, lost: Option<&str>, checks: &mut Vec<Check>| {
         let r = is_map_supported(ty);
         record(
             format!("map type {name}"),
             r.as_ref().map(|b| *b).map_err(|e| e as _),
-            fix,
+            lost,
             checks,
         )
     };
-    let need = "required: a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF";
     let connect = prog(
         "cgroup_sock_addr",
         ProgramType::CgroupSockAddr,
-        need,
+        None,
         &mut checks,
     );
     let sockops = prog(
         "sock_ops",
         ProgramType::SockOps,
-        "without it L4 metrics and same-node acceleration are off, and the mesh (--redirect-addr) cannot start",
+        Some(
+            "without it L4 metrics and same-node acceleration are off, and the mesh (--redirect-addr) cannot start",
+        ),
         &mut checks,
     );
-    let sk_msg = prog(
-        "sk_msg",
-        ProgramType::SkMsg,
+    let sockmap_lost = Some(
         "without it same-node acceleration is off (recent kernels have it with CONFIG_BPF_SYSCALL and CONFIG_INET, older ones only with CONFIG_BPF_STREAM_PARSER; a security policy may refuse it)",
-        &mut checks,
     );
-    let hash = map("hash", MapType::Hash, need, &mut checks);
-    let lru = map("lru_hash", MapType::LruHash, need, &mut checks);
-    let array = map("array", MapType::Array, need, &mut checks);
-    let percpu_array = map("percpu_array", MapType::PerCpuArray, need, &mut checks);
+    let sk_msg = prog("sk_msg", ProgramType::SkMsg, sockmap_lost, &mut checks);
+    let hash = map("hash", MapType::Hash, None, &mut checks);
+    let lru = map("lru_hash", MapType::LruHash, None, &mut checks);
+    let array = map("array", MapType::Array, None, &mut checks);
+    let percpu_array = map("percpu_array", MapType::PerCpuArray, None, &mut checks);
     let percpu_hash = map(
         "percpu_hash",
         MapType::PerCpuHash,
-        "without it L4 metrics are off",
+        Some("without it L4 metrics are off"),
         &mut checks,
     );
-    let sockhash = map(
-        "sockhash",
-        MapType::SockHash,
-        "without it same-node acceleration is off (recent kernels have it with CONFIG_BPF_SYSCALL and CONFIG_INET, older ones only with CONFIG_BPF_STREAM_PARSER; a security policy may refuse it)",
-        &mut checks,
-    );
+    let sockhash = map("sockhash", MapType::SockHash, sockmap_lost, &mut checks);
     let ipv6 = ipv6_sockets();
     checks.push(Check {
         name: "IPv6 sockets".into(),
@@ -179,22 +176,8 @@ pub fn probe_kernel() -> KernelReport {
         sockmap: core && sockops && sk_msg && sockhash,
         ipv6,
     };
-    let core_names = [
-        "program type cgroup_sock_addr",
-        "map type hash",
-        "map type lru_hash",
-        "map type array",
-        "map type percpu_array",
-    ];
-    let core_denied = denied
-        .borrow()
-        .iter()
-        .any(|name| core_names.contains(&name.as_str()));
-    for check in &mut checks {
-        check.required |= core_names.contains(&check.name.as_str());
-    }
     KernelReport {
-        permission_denied: core_denied,
+        permission_denied: core_denied.get(),
         release,
         checks,
         features,
